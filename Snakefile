@@ -1,0 +1,37 @@
+# sharpminima: Keskar et al. (ICLR 2017), "On Large-Batch Training for Deep Learning:
+# Generalization Gap and Sharp Minima", as one reproducible workflow.
+#
+#   snakemake --cores 8                                          # F1/MNIST study
+#   snakemake --cores 2 --configfile workflow/presets/smoke.yaml # tiny synthetic run
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# ---- Configuration (validated against workflow/schemas/ in common.smk) -------------------
+configfile: "config.yaml"
+
+
+# ---- Stages -------------------------------------------------------------------------------
+include: "workflow/rules/common.smk"
+
+
+# ---- Wildcards: only names the config defines ---------------------------------------------
+wildcard_constraints:
+    network="|".join(config["networks"]),
+    regime="|".join(config["regimes"]),
+    dataset="|".join(config["datasets"]),
+    seed=r"\d+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+
+
+# ---- Targets ------------------------------------------------------------------------------
+rule all:
+    default_target: True
+    input:
+        all_runs(),

@@ -1,0 +1,147 @@
+"""The `sharpminima` command: one subcommand per workflow stage.
+
+Bad input ends in one line on stderr naming the problem and the fix, exit status 2, and no
+traceback; nothing is written at the output path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from datetime import datetime
+
+import torch
+
+from . import __version__
+from .errors import UserError
+
+DATASETS = ("mnist", "synthetic")
+
+
+def _log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--input-shape must be comma-separated integers, got {text!r}") from None
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from . import data
+
+    if args.name == "mnist":
+        data.prepare_mnist(args.root, args.out, download=not args.no_download)
+    elif args.name == "synthetic":
+        data.make_synthetic(
+            args.out,
+            args.n_train,
+            args.n_test,
+            _shape(args.input_shape),
+            args.classes,
+            seed=args.seed,
+            noise=args.noise,
+        )
+    else:
+        raise UserError(f"unknown dataset {args.name!r}: choose one of {', '.join(DATASETS)}")
+    _log(f"wrote {args.out}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .models import NETWORKS, build, count_params
+
+    print(f"{'network':<8}{'dataset':<10}{'input':<14}{'classes':>8}{'parameters':>14}")
+    for name, s in NETWORKS.items():
+        shape = "x".join(map(str, s.input_shape))
+        params = count_params(build(name))
+        print(f"{name:<8}{s.dataset:<10}{shape:<14}{s.num_classes:>8}{params:>14,}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .training import TrainConfig, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train(cfg, args.data, args.out, device=args.device, log=_log)
+    _log(f"wrote {args.out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sharpminima", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    prep = sub.add_parser("prepare", help="turn a dataset source into the dataset HDF5 format")
+    prep.add_argument("name", help=f"dataset source: {', '.join(DATASETS)}")
+    prep.add_argument("--out", required=True, help="dataset file to write (.h5)")
+    prep.add_argument("--root", default="data", help="mnist: folder holding MNIST/raw")
+    prep.add_argument("--no-download", action="store_true", help="mnist: never download")
+    prep.add_argument("--n-train", type=int, default=1000, help="synthetic: training examples")
+    prep.add_argument("--n-test", type=int, default=200, help="synthetic: test examples")
+    prep.add_argument("--input-shape", default="1,28,28", help="synthetic: e.g. 1,28,28")
+    prep.add_argument("--classes", type=int, default=10, help="synthetic: number of classes")
+    prep.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
+    prep.add_argument("--noise", type=float, default=1.0, help="synthetic: cluster spread")
+    prep.set_defaults(func=cmd_prepare)
+
+    sub.add_parser("models", help="list the six networks and their parameter counts").set_defaults(
+        func=cmd_models
+    )
+
+    tr = sub.add_parser("train", help="train one run (network, batch size, seed) into HDF5")
+    tr.add_argument("--network", required=True, help="F1, F2, C1, C2, C3 or C4")
+    tr.add_argument("--data", required=True, help="dataset file from `sharpminima prepare`")
+    tr.add_argument("--out", required=True, help="run file to write (.h5)")
+    tr.add_argument(
+        "--batch-size",
+        type=float,
+        default=256,
+        help="examples per batch, or a fraction of the training set (LB: 0.1)",
+    )
+    tr.add_argument("--optimizer", default="adam", help="adam, sgd or adagrad")
+    tr.add_argument("--lr", type=float, default=None, help="learning rate (default: optimizer's)")
+    tr.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    tr.add_argument("--seed", type=int, default=0, help="trial seed: fixes the initial point")
+    tr.add_argument("--max-epochs", type=int, default=100, help="epoch cap")
+    tr.add_argument(
+        "--stop",
+        default="val_loss",
+        help="val_loss (default), train_loss or fixed; see docs/training.md",
+    )
+    tr.add_argument("--patience", type=int, default=5, help="epochs without improvement")
+    tr.add_argument("--rel-tol", type=float, default=0.0, help="relative improvement needed")
+    tr.add_argument(
+        "--val-size",
+        type=float,
+        default=5000,
+        help="validation examples (or fraction) carved from training, val_loss only",
+    )
+    tr.add_argument("--save-every", type=int, default=1, help="keep every k-th epoch's iterate")
+    tr.add_argument("--eval-bn", default="batch", help="BatchNorm when measuring: batch|running")
+    tr.add_argument("--eval-chunk", type=int, default=5000, help="examples per evaluation chunk")
+    tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    tr.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    tr.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"sharpminima {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sharpminima {args.command}: interrupted; run it again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

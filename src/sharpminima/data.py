@@ -1,0 +1,216 @@
+"""Datasets in one HDF5 format (see docs/formats.md); training reads nothing else.
+
+Images are stored as uint8 with a `scale` attribute (1/255) applied at load time, so a
+prepared file is as small as the source and loading yields the paper's [0, 1] inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .atomic import atomic_path
+from .errors import UserError
+
+FORMAT = "sharpminima-dataset"
+FORMAT_VERSION = 1
+SPLITS = ("x_train", "y_train", "x_test", "y_test")
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+@dataclass
+class Dataset:
+    """A dataset loaded into memory as float32 inputs and int64 labels."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    content_sha256: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def content_hash(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the arrays' bytes, so runs can record exactly which data they saw."""
+    h = hashlib.sha256()
+    for key in SPLITS:
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(arrays[key]).tobytes())
+    return h.hexdigest()
+
+
+def write_dataset(
+    out: str | Path,
+    name: str,
+    arrays: dict[str, np.ndarray],
+    num_classes: int,
+    source: str,
+    scale: float = 1.0,
+    source_checksums: dict[str, str] | None = None,
+) -> None:
+    """Write `arrays` (x_train, y_train, x_test, y_test) atomically in the dataset format."""
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y):
+            raise ValueError(f"{split}: {len(x)} inputs but {len(y)} labels")
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        for key in SPLITS:
+            dtype = np.int64 if key.startswith("y") else arrays[key].dtype
+            f.create_dataset(key, data=np.asarray(arrays[key], dtype=dtype))
+        f.attrs.update(
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            name=name,
+            num_classes=int(num_classes),
+            input_shape=np.asarray(arrays["x_train"].shape[1:], dtype=np.int64),
+            n_train=len(arrays["x_train"]),
+            n_test=len(arrays["x_test"]),
+            scale=float(scale),
+            source=source,
+            source_checksums=json.dumps(source_checksums or {}),
+            content_sha256=content_hash(arrays),
+        )
+
+
+def _fail(path: Path, problem: str) -> UserError:
+    return UserError(
+        f"dataset file {path} {problem}: delete it and re-create it with `sharpminima prepare`"
+    )
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read and validate a dataset file; any defect is one UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"dataset file {path} does not exist: create it with `sharpminima prepare`")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise _fail(path, f"is not a {FORMAT} file")
+            missing = [k for k in SPLITS if k not in f]
+            if missing:
+                raise _fail(path, f"lacks {', '.join(missing)}")
+            arrays = {k: f[k][()] for k in SPLITS}
+            attrs = dict(f.attrs)
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise _fail(path, f"is unreadable (truncated or corrupted? {e})") from None
+    classes = int(attrs["num_classes"])
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y) or len(x) == 0:
+            raise _fail(path, f"has {len(x)} {split} inputs but {len(y)} labels")
+        if y.min() < 0 or y.max() >= classes:
+            raise _fail(path, f"has {split} labels outside [0, {classes})")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise _fail(path, "has train and test inputs of different shapes")
+    scale = float(attrs.get("scale", 1.0))
+
+    def inputs(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(torch.float32).mul_(scale)
+
+    return Dataset(
+        name=str(attrs["name"]),
+        x_train=inputs(arrays["x_train"]),
+        y_train=torch.from_numpy(arrays["y_train"]).long(),
+        x_test=inputs(arrays["x_test"]),
+        y_test=torch.from_numpy(arrays["y_test"]).long(),
+        num_classes=classes,
+        content_sha256=str(attrs["content_sha256"]),
+    )
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prepare_mnist(root: str | Path, out: str | Path, download: bool = True) -> None:
+    """MNIST through torchvision (its IDX layout under ROOT/MNIST/raw) → dataset file.
+
+    Downloads only when the files are missing and `download` is set; if that fails (offline),
+    the error says where to put the files.
+    """
+    from torchvision.datasets import MNIST
+
+    root = Path(root)
+    raw = root / "MNIST" / "raw"
+
+    def load(train: bool) -> MNIST:
+        try:
+            return MNIST(str(root), train=train, download=False)
+        except RuntimeError:
+            if not download:
+                raise
+        # torchvision prints download progress on stdout; keep our stdout clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return MNIST(str(root), train=train, download=True)
+
+    try:
+        train, test = load(True), load(False)
+    except Exception as e:  # torchvision raises RuntimeError/URLError/OSError offline
+        raise UserError(
+            f"MNIST not found in {raw} and not downloadable ({type(e).__name__}): put "
+            f"{', '.join(MNIST_FILES)} there (or set data_root to a folder holding MNIST/raw)"
+        ) from None
+    arrays = {
+        "x_train": train.data.numpy()[:, None],  # NCHW, uint8
+        "y_train": train.targets.numpy(),
+        "x_test": test.data.numpy()[:, None],
+        "y_test": test.targets.numpy(),
+    }
+    checksums = {name: _sha256_file(raw / name) for name in MNIST_FILES if (raw / name).exists()}
+    write_dataset(out, "mnist", arrays, 10, "torchvision.datasets.MNIST", 1 / 255, checksums)
+
+
+def make_synthetic(
+    out: str | Path,
+    n_train: int,
+    n_test: int,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int = 0,
+    noise: float = 1.0,
+) -> None:
+    """A small, seeded dataset of Gaussian class clusters for tests and demos.
+
+    Class means are drawn with norm about 4 whatever the dimension, so with unit `noise` the
+    classes overlap: the data are learnable but not solved in one epoch, like real data.
+    """
+    if min(n_train, n_test, num_classes, *input_shape) < 1:
+        raise UserError("synthetic dataset sizes, shape and classes must all be positive")
+    rng = np.random.default_rng(seed)
+    dim = int(np.prod(input_shape))
+    means = (4 / np.sqrt(dim)) * rng.standard_normal((num_classes, dim)).astype(np.float32)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, num_classes, n)
+        x = means[y] + noise * rng.standard_normal((n, dim)).astype(np.float32)
+        return x.reshape(n, *input_shape), y
+
+    x_train, y_train = draw(n_train)
+    x_test, y_test = draw(n_test)
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    write_dataset(out, "synthetic", arrays, num_classes, f"synthetic(seed={seed})")

@@ -1,0 +1,112 @@
+"""The iterate store: one HDF5 file per training run (layout in docs/formats.md).
+
+Every later stage (sharpness, parametric plots, warm starts) reads runs through `Run`, so the
+layout lives here alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .atomic import atomic_path
+from .errors import UserError
+from .models import build
+
+FORMAT = "sharpminima-run"
+FORMAT_VERSION = 1
+StateDict = Mapping[str, torch.Tensor]
+
+
+def _write_state(group: h5py.Group, state: StateDict) -> None:
+    for key, tensor in state.items():
+        group.create_dataset(key, data=tensor.detach().cpu().numpy())
+
+
+def write_run(
+    path: str | Path,
+    attrs: Mapping[str, object],
+    init: StateDict,
+    iterates: Iterable[tuple[int, StateDict]],
+    final: StateDict,
+    history: pd.DataFrame,
+    val_index: np.ndarray | None = None,
+) -> None:
+    """Write a finished run atomically. `iterates` may be a generator, so that one state at a
+    time is in memory however many epochs were kept."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION)
+        for key, value in attrs.items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        _write_state(f.create_group("init"), init)
+        group = f.create_group("iterates")
+        for epoch, state in iterates:
+            _write_state(group.create_group(f"{epoch:05d}"), state)
+        _write_state(f.create_group("final"), final)
+        hist = f.create_group("history")
+        hist.attrs["columns"] = json.dumps(list(history.columns))
+        for column in history.columns:
+            hist.create_dataset(column, data=history[column].to_numpy())
+        if val_index is not None:
+            f.create_dataset("split/val_index", data=np.asarray(val_index, dtype=np.int64))
+
+
+class Run:
+    """Read access to a run file: attributes, history, and any stored iterate as a model."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            with h5py.File(self.path, "r") as f:
+                if f.attrs.get("format") != FORMAT:
+                    raise UserError(f"{self.path} is not a {FORMAT} file: pass a training run")
+                self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
+                self.epochs = sorted(int(k) for k in f["iterates"])
+                hist = f["history"]
+                columns = json.loads(hist.attrs["columns"])
+                self.history = pd.DataFrame({k: hist[k][()] for k in columns})
+                self.val_index = f["split/val_index"][()] if "split/val_index" in f else None
+        except (OSError, KeyError) as e:
+            raise UserError(
+                f"run file {self.path} is unreadable (truncated or corrupted? {e}): "
+                "delete it and train again"
+            ) from None
+
+    def _group(self, which: str | int) -> str:
+        if which in ("init", "final"):
+            return str(which)
+        if int(which) not in self.epochs:
+            raise UserError(
+                f"{self.path} stores no iterate for epoch {which}: stored epochs are "
+                f"{self.epochs[:3]}…{self.epochs[-3:]} (see save_every)"
+            )
+        return f"iterates/{int(which):05d}"
+
+    def state(self, which: str | int = "final") -> dict[str, torch.Tensor]:
+        """The full model state (weights and BatchNorm buffers): 'init', 'final' or an epoch."""
+        with h5py.File(self.path, "r") as f:
+            group = f[self._group(which)]
+            return {k: torch.from_numpy(np.asarray(group[k][()])) for k in group}
+
+    def model(self, which: str | int = "final") -> nn.Module:
+        """A network of the run's architecture holding iterate `which`."""
+        model = build(str(self.attrs["network"]))
+        model.load_state_dict(self.state(which))
+        return model
+
+
+def _decode(value: object) -> object:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "{[":
+        return json.loads(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

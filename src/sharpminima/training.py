@@ -1,0 +1,375 @@
+"""SB/LB training with a documented stopping rule, resumable after any kill.
+
+While a run is in progress its state lives in `<out>.partial/`: one `epoch_NNNNN.pt` per kept
+iterate and `checkpoint.pt` (model, optimizer, RNG streams, history, stopping state), each
+written atomically. Starting the same run again continues after the last checkpoint; on CPU
+the result is bitwise that of an uninterrupted run. Only the finished run is written to `out`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .atomic import atomic_path
+from .data import Dataset, load_dataset
+from .errors import UserError
+from .models import build, check_fits, evaluation
+from .store import write_run
+
+OPTIMIZERS = {"adam": 1e-3, "sgd": 1e-2, "adagrad": 1e-2}  # Keras/PyTorch default learning rates
+STOP_RULES = ("val_loss", "train_loss", "fixed")
+VAL_SPLIT_SEED = 0  # the validation split is a property of the dataset, not of the trial
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that changes a run's result (documented in docs/training.md)."""
+
+    network: str
+    batch_size: float = 256  # an integer count, or a fraction (0, 1) of the training set
+    optimizer: str = "adam"
+    lr: float | None = None  # None: the optimizer's default
+    momentum: float = 0.9  # SGD only
+    seed: int = 0
+    max_epochs: int = 100
+    stop: str = "val_loss"
+    patience: int = 5
+    rel_tol: float = 0.0
+    val_size: float = 5000  # count or fraction; carved out only when stop == "val_loss"
+    save_every: int = 1
+    eval_bn: str = "batch"
+    eval_chunk: int = 5000
+
+    def check(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            choices = ", ".join(OPTIMIZERS)
+            raise UserError(f"unknown optimizer {self.optimizer!r}: use one of {choices}")
+        if self.stop not in STOP_RULES:
+            choices = ", ".join(STOP_RULES)
+            raise UserError(f"unknown stopping rule {self.stop!r}: use one of {choices}")
+        for name in ("max_epochs", "patience", "save_every", "eval_chunk"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_bn not in ("batch", "running"):
+            raise UserError(f"eval_bn must be 'batch' or 'running', got {self.eval_bn!r}")
+
+
+def resolve_count(value: float, n: int, what: str) -> int:
+    """An integer count as given, or a fraction in (0, 1) of `n` (LB: batch 0.1 = 10%)."""
+    if 0 < value < 1:
+        count = max(1, round(value * n))
+    elif value >= 1 and float(value).is_integer():
+        count = int(value)
+    else:
+        raise UserError(f"{what} must be a positive integer or a fraction in (0, 1), got {value}")
+    if count > n:
+        raise UserError(
+            f"{what} {count} is larger than the {n} examples it draws from: use at most {n} "
+            "or a fraction such as 0.1"
+        )
+    return count
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of `size`; a trailing single example joins the previous slice
+    (BatchNorm cannot normalize a batch of one)."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        yield slice(start, starts[i + 1] if i + 1 < len(starts) else n)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int, bn: str):
+    """Mean cross-entropy and accuracy (%) over all of (x, y), in chunks of `chunk`."""
+    loss, correct = 0.0, 0
+    with evaluation(model, bn):
+        for s in chunks(len(x), chunk):
+            out = model(x[s])
+            loss += F.cross_entropy(out, y[s], reduction="sum").item()
+            correct += (out.argmax(1) == y[s]).sum().item()
+    return loss / len(x), 100.0 * correct / len(x)
+
+
+class Stopper:
+    """'Until the loss ceased to improve': stop once the monitored loss has not gone below
+    best × (1 − rel_tol) for `patience` consecutive epochs. Rule 'fixed' never stops early."""
+
+    def __init__(self, rule: str, patience: int, rel_tol: float):
+        self.rule, self.patience, self.rel_tol = rule, patience, rel_tol
+        self.best, self.best_epoch, self.bad = math.inf, 0, 0
+
+    def update(self, epoch: int, row: dict[str, float]) -> str | None:
+        if self.rule == "fixed":
+            return None
+        value = row[self.rule]
+        if value < self.best * (1 - self.rel_tol):
+            self.best, self.best_epoch, self.bad = value, epoch, 0
+            return None
+        self.bad += 1
+        if self.bad >= self.patience:
+            return f"{self.rule} did not improve for {self.patience} epochs"
+        return None
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    lr = cfg.lr if cfg.lr is not None else OPTIMIZERS[cfg.optimizer]
+    # fused kernels: one pass over all parameters per step (about 7% of an F1 SB epoch on CPU)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, fused=True)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("device 'cuda' requested but no CUDA GPU is visible: use --device cpu")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}"
+
+
+def versions() -> dict[str, str]:
+    return {
+        "sharpminima": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+    }
+
+
+def split_train_val(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Indices of the examples trained on and of the validation split (stop == 'val_loss')."""
+    if cfg.stop != "val_loss":
+        return torch.arange(n), None
+    n_val = resolve_count(cfg.val_size, n - 1, "val_size")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+class Trainer:
+    """One run: a network, a dataset, a batch size, a seed (= the initial point)."""
+
+    def __init__(self, cfg: TrainConfig, data: Dataset, device: torch.device, log: Callable):
+        cfg.check()
+        check_fits(cfg.network, data.input_shape, data.num_classes)
+        self.cfg, self.data, self.device, self.log = cfg, data, device, log
+        train_idx, self.val_idx = split_train_val(len(data.x_train), cfg)
+        self.n_train = len(train_idx)
+        self.batch = resolve_count(cfg.batch_size, self.n_train, "batch size")
+        self.x = data.x_train[train_idx].to(device)
+        self.y = data.y_train[train_idx].to(device)
+        self.eval_sets = {"train": (self.x, self.y)}
+        if self.val_idx is not None:
+            self.eval_sets["val"] = (
+                data.x_train[self.val_idx].to(device),
+                data.y_train[self.val_idx].to(device),
+            )
+        self.eval_sets["test"] = (data.x_test.to(device), data.y_test.to(device))
+        self.model = build(cfg.network, seed=cfg.seed).to(device)
+        self.opt = make_optimizer(cfg, self.model.parameters())
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.stopper = Stopper(cfg.stop, cfg.patience, cfg.rel_tol)
+        self.history: list[dict[str, float]] = []
+        self.epoch, self.done = 0, None
+        torch.manual_seed(cfg.seed)  # dropout masks
+
+    def identity(self) -> dict:
+        """What a checkpoint must match to be resumed."""
+        return {"config": dataclasses.asdict(self.cfg), "data": self.data.content_sha256}
+
+    def train_epoch(self) -> float:
+        self.model.train()
+        start = time.perf_counter()
+        perm = torch.randperm(self.n_train, generator=self.shuffle).to(self.device)
+        for s in chunks(self.n_train, self.batch):
+            idx = perm[s]
+            loss = F.cross_entropy(self.model(self.x[idx]), self.y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+    def measure(self, seconds: float) -> dict[str, float]:
+        start = time.perf_counter()
+        row: dict[str, float] = {"epoch": self.epoch}
+        for name, (x, y) in self.eval_sets.items():
+            row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(
+                self.model, x, y, self.cfg.eval_chunk, self.cfg.eval_bn
+            )
+        row["seconds"] = seconds
+        row["eval_seconds"] = time.perf_counter() - start
+        return row
+
+    # --- checkpointing -------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        rng = {"shuffle": self.shuffle.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "identity": self.identity(),
+            "epoch": self.epoch,
+            "done": self.done,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "rng": rng,
+            "history": self.history,
+            "stopper": vars(self.stopper),
+        }
+
+    def restore(self, ckpt: dict) -> None:
+        self.epoch, self.done, self.history = ckpt["epoch"], ckpt["done"], ckpt["history"]
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.shuffle.set_state(ckpt["rng"]["shuffle"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        vars(self.stopper).update(ckpt["stopper"])
+
+
+def _save(obj: object, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _load_checkpoint(work: Path, trainer: Trainer) -> dict | None:
+    path = work / "checkpoint.pt"
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=trainer.device, weights_only=False)
+    except Exception as e:  # an unreadable checkpoint only costs the epochs since it
+        trainer.log(f"ignoring unreadable checkpoint {path} ({e}); starting afresh")
+        return None
+    if ckpt.get("identity") != trainer.identity():
+        trainer.log(f"checkpoint in {work} is for other settings or data; starting afresh")
+        return None
+    return ckpt
+
+
+def train(
+    cfg: TrainConfig,
+    dataset: str | Path,
+    out: str | Path,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train one run into `out` (HDF5), resuming from `<out>.partial/` if it holds a checkpoint."""
+    out = Path(out)
+    data = load_dataset(dataset)
+    dev = pick_device(device)
+    trainer = Trainer(cfg, data, dev, log)
+    log(f"training {out} on {device_name(dev)} ({torch.get_num_threads()} threads): {cfg}")
+    work = out.with_name(out.name + ".partial")
+    ckpt = _load_checkpoint(work, trainer)
+    if ckpt is None:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        _save(_cpu_state(trainer.model), work / "epoch_00000.pt")
+        trainer.history.append(trainer.measure(0.0))
+        _save(trainer.checkpoint(), work / "checkpoint.pt")
+    else:
+        trainer.restore(ckpt)
+        log(f"resuming {out} after epoch {trainer.epoch}")
+    started = time.perf_counter()
+    first = trainer.epoch
+    while trainer.done is None:
+        trainer.epoch += 1
+        row = trainer.measure(trainer.train_epoch())
+        trainer.history.append(row)
+        trainer.done = trainer.stopper.update(trainer.epoch, row)
+        if trainer.done is None and trainer.epoch >= cfg.max_epochs:
+            trainer.done = f"reached max_epochs={cfg.max_epochs}"
+        if trainer.epoch % cfg.save_every == 0:
+            _save(_cpu_state(trainer.model), work / f"epoch_{trainer.epoch:05d}.pt")
+        _save(trainer.checkpoint(), work / "checkpoint.pt")
+        per_epoch = (time.perf_counter() - started) / (trainer.epoch - first)
+        log(_progress(trainer, per_epoch))
+    log(f"stopped after epoch {trainer.epoch}: {trainer.done}")
+    _finish(trainer, data, Path(dataset), dev, work, out)
+    return out
+
+
+def _progress(t: Trainer, per_epoch: float) -> str:
+    row = t.history[-1]
+    val = f" val_loss {row['val_loss']:.4g}" if "val_loss" in row else ""
+    left = (t.cfg.max_epochs - t.epoch) * per_epoch
+    return (
+        f"epoch {t.epoch}/{t.cfg.max_epochs} train_loss {row['train_loss']:.4g} "
+        f"train_acc {row['train_acc']:.2f}%{val} test_acc {row['test_acc']:.2f}% "
+        f"{row['seconds']:.1f}s+{row['eval_seconds']:.1f}s eval (at most {left / 60:.1f} min left)"
+    )
+
+
+def _finish(t: Trainer, data: Dataset, dataset: Path, dev: torch.device, work: Path, out: Path):
+    """Assemble the kept iterates into the run file, then drop the work directory."""
+    cfg = t.cfg
+    attrs = {
+        **{k: v for k, v in dataclasses.asdict(cfg).items() if v is not None},
+        "lr": cfg.lr if cfg.lr is not None else OPTIMIZERS[cfg.optimizer],
+        "batch_size": t.batch,
+        "batch_size_spec": cfg.batch_size,
+        "dataset": data.name,
+        "dataset_file": str(dataset),
+        "dataset_sha256": data.content_sha256,
+        "n_train": t.n_train,
+        "n_val": 0 if t.val_idx is None else len(t.val_idx),
+        "n_test": len(data.x_test),
+        "steps_per_epoch": len(list(chunks(t.n_train, t.batch))),
+        "epochs": t.epoch,
+        "stop_reason": t.done,
+        "best_epoch": t.stopper.best_epoch,
+        "device": device_name(dev),
+        "threads": torch.get_num_threads(),
+        "versions": versions(),
+        "host": socket.gethostname(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    kept = sorted(int(p.stem.split("_")[1]) for p in work.glob("epoch_*.pt"))
+
+    def load(epoch: int) -> dict[str, torch.Tensor]:
+        return torch.load(work / f"epoch_{epoch:05d}.pt", weights_only=True)
+
+    iterates = ((e, load(e)) for e in kept if 0 < e <= t.epoch)
+    val_index = None if t.val_idx is None else t.val_idx.numpy()
+    history = pd.DataFrame(t.history)
+    write_run(out, attrs, load(0), iterates, _cpu_state(t.model), history, val_index)
+    shutil.rmtree(work)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a kill during an earlier write
+        if not stale.name.endswith(f"-{os.getpid()}"):
+            stale.unlink(missing_ok=True)

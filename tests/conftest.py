@@ -1,0 +1,45 @@
+"""Shared fixtures: small synthetic datasets and a helper to run the CLI as a user would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sharpminima.data import make_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def cli(*args: object, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run `sharpminima ARGS` in a fresh interpreter; return the finished process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sharpminima", *map(str, args)],
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sharpminima {args} failed:\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    """Bad input: non-zero exit, exactly one line on stderr naming the problem, no traceback."""
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture(scope="session")
+def mnist_like(tmp_path_factory) -> Path:
+    """600/200 examples shaped like MNIST (1×28×28, 10 classes)."""
+    path = tmp_path_factory.mktemp("data") / "tiny.h5"
+    make_synthetic(path, 600, 200, (1, 28, 28), 10, seed=0)
+    return path

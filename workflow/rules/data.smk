@@ -1,0 +1,21 @@
+# Dataset preparation: every source becomes results/data/<name>.h5 (docs/formats.md).
+
+
+rule prepare_dataset:
+    input:
+        code=src("data"),
+    output:
+        h5="results/data/{dataset}.h5",
+    log:
+        "logs/prepare/{dataset}.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        source=lambda wc: dataset_options(wc.dataset)[0],
+        options=lambda wc: cli_args(dataset_options(wc.dataset)[1]),
+    shell:
+        "sharpminima prepare {params.source} --out {output.h5} "
+        "{params.options} > {log} 2>&1"

@@ -1,0 +1,24 @@
+# SB/LB training: one job per (network, regime, seed), iterates kept in one HDF5 per run.
+
+
+rule train:
+    input:
+        data=run_dataset,
+        code=src("data", "models", "store", "training"),
+    output:
+        run="results/runs/{network}/{regime}/seed{seed}.h5",
+    log:
+        "logs/train/{network}/{regime}/seed{seed}.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    threads: config["train_threads"]
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    params:
+        batch_size=lambda wc: config["regimes"][wc.regime],
+        options=lambda wc: cli_args(TRAINING[wc.network]),
+    shell:
+        "sharpminima train --network {wildcards.network} --data {input.data} "
+        "--out {output.run} --seed {wildcards.seed} --batch-size {params.batch_size} "
+        "{params.options} --threads {threads} > {log} 2>&1"
