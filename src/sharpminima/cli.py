@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from datetime import datetime
 
-import torch
+# Before torch loads OpenMP: spin briefly, then sleep. With the default spin (300,000) several
+# jobs sharing too few cores (snakemake --cores 8 on a 2-core laptop) ran F1 SB epochs 5-7x
+# slower than their fair share; with 1,000 a lone job is as fast as before. See docs/training.md.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+import torch  # noqa: E402
 
 from . import __version__
 from .errors import UserError

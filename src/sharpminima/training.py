@@ -8,6 +8,7 @@ the result is bitwise that of an uninterrupted run. Only the finished run is wri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -151,9 +152,16 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
+    """A human-readable device, e.g. 'cuda:NVIDIA H100' or 'cpu:AMD EPYC 9B14 (x86_64)'."""
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()}"
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip() + " "
+                break
+    return f"cpu:{model}({platform.machine()})"
 
 
 def versions() -> dict[str, str]:
@@ -272,7 +280,7 @@ def _load_checkpoint(work: Path, trainer: Trainer) -> dict | None:
     if not path.exists():
         return None
     try:
-        ckpt = torch.load(path, map_location=trainer.device, weights_only=False)
+        ckpt = torch.load(path, map_location=trainer.device, weights_only=True)
     except Exception as e:  # an unreadable checkpoint only costs the epochs since it
         trainer.log(f"ignoring unreadable checkpoint {path} ({e}); starting afresh")
         return None
