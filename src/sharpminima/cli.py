@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from datetime import datetime
@@ -77,6 +78,24 @@ def cmd_train(args: argparse.Namespace) -> None:
     _log(f"wrote {args.out}")
 
 
+def cmd_sharpness(args: argparse.Namespace) -> None:
+    from .atomic import atomic_path
+    from .sharpness import SharpnessConfig, run_sharpness
+
+    fields = {f.name for f in dataclasses.fields(SharpnessConfig)}
+    cfg = SharpnessConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    which = args.epoch if args.epoch is not None else "final"
+    result = run_sharpness(args.run, cfg, which, args.data, args.device, args.cache_mb, _log)
+    _log(
+        f"phi {result['phi']:.6g} (f(x) {result['f_x']:.6g}, max f {result['f_max']:.6g}; "
+        f"nit {result['nit']}, nfev {result['nfev']}, {result['seconds']:.1f}s)"
+    )
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sharpminima", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -133,6 +152,27 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     tr.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     tr.set_defaults(func=cmd_train)
+
+    sh = sub.add_parser("sharpness", help="Metric 2.1 of a stored iterate (L-BFGS-B in a box)")
+    sh.add_argument("run", help="run file from `sharpminima train`")
+    sh.add_argument("--out", required=True, help="result file to write (.json)")
+    sh.add_argument("--epoch", type=int, default=None, help="a stored epoch (default: final)")
+    sh.add_argument("--data", default=None, help="dataset file (default: the run's)")
+    sh.add_argument("--eps", type=float, default=1e-3, help="box size ε")
+    sh.add_argument("--space", default="full", help="full (A = I) or random (A: n×dim)")
+    sh.add_argument("--dim", type=int, default=100, help="random subspace dimension p")
+    sh.add_argument("--iters", type=int, default=10, help="L-BFGS-B iterations")
+    sh.add_argument("--bn", default="batch", help="BatchNorm statistics in f: batch|running")
+    sh.add_argument("--chunk", type=int, default=5000, help="examples per chunk of f")
+    sh.add_argument("--start", default="zero", help="zero, random or multistart")
+    sh.add_argument("--starts", type=int, default=4, help="random starts of multistart")
+    sh.add_argument("--seed", type=int, default=0, help="seed of A and of random starts")
+    sh.add_argument("--gtol", type=float, default=0.0, help="L-BFGS-B gtol (0: never)")
+    sh.add_argument("--ftol", type=float, default=0.0, help="L-BFGS-B ftol (0: never)")
+    sh.add_argument("--cache-mb", type=float, default=2048, help="memory for A (else regenerated)")
+    sh.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    sh.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    sh.set_defaults(func=cmd_sharpness)
     return p
 
 

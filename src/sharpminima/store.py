@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
+from .data import Dataset, load_dataset
 from .errors import UserError
 from .models import build
 
@@ -94,6 +95,22 @@ class Run:
         with h5py.File(self.path, "r") as f:
             group = f[self._group(which)]
             return {k: torch.from_numpy(np.asarray(group[k][()])) for k in group}
+
+    def data(self, path: str | Path | None = None) -> Dataset:
+        """The run's dataset with its training set cut to the examples the run trained on
+        (the validation split removed), checked against the hash recorded at training time."""
+        path = Path(path or str(self.attrs["dataset_file"]))
+        data = load_dataset(path)
+        if data.content_sha256 != self.attrs["dataset_sha256"]:
+            raise UserError(
+                f"{path} is not the dataset {self.path} was trained on (content hash differs): "
+                "pass the right file with --data"
+            )
+        if self.val_index is not None:
+            keep = torch.ones(len(data.x_train), dtype=torch.bool)
+            keep[torch.from_numpy(self.val_index)] = False
+            data.x_train, data.y_train = data.x_train[keep], data.y_train[keep]
+        return data
 
     def model(self, which: str | int = "final") -> nn.Module:
         """A network of the run's architecture holding iterate `which`."""

@@ -1,0 +1,70 @@
+"""Sharpness cost vs its physical floor, side by side in one run.
+
+Each L-BFGS-B evaluation of Metric 2.1 is one forward+backward pass over the whole training set,
+so the floor of a sharpness computation is (nfev + 1) such passes (the +1 is f(x)). This prints
+the seconds of one sharpness computation and of that many bare passes (a plain loop over chunks,
+no solver), and their ratio; the target is a ratio within 1.15.
+
+    python benchmarks/sharpness.py RUN.h5 [--space full|random] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from sharpminima.models import evaluation
+from sharpminima.sharpness import SharpnessConfig, run_sharpness
+from sharpminima.store import Run
+from sharpminima.training import pick_device
+
+
+def bare_passes(run_path: str, passes: int, cfg: SharpnessConfig, device: torch.device) -> float:
+    """Seconds of `passes` full-training-set forward+backward passes, nothing else."""
+    run = Run(run_path)
+    data = run.data()
+    model = run.model().to(device)
+    x, y = data.x_train.to(device), data.y_train.to(device)
+    n = len(x)
+    start = time.perf_counter()
+    for _ in range(passes):
+        model.zero_grad(set_to_none=True)
+        with evaluation(model, cfg.bn):
+            for i in range(0, n, cfg.chunk):
+                loss = F.cross_entropy(
+                    model(x[i : i + cfg.chunk]), y[i : i + cfg.chunk], reduction="sum"
+                )
+                (loss / n).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run")
+    p.add_argument("--space", default="full")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    cfg = SharpnessConfig(space=args.space)
+    result = run_sharpness(args.run, cfg, device=args.device, log=lambda m: None)
+    passes = result["evaluations"]
+    floor = bare_passes(args.run, passes, cfg, device)
+    print(f"{args.run}: {args.space} space, {device}, {torch.get_num_threads()} threads")
+    print(
+        f"sharpness: {result['seconds']:.1f} s (phi {result['phi']:.4g}, nit {result['nit']}, "
+        f"nfev {result['nfev']}, {passes} passes)"
+    )
+    print(f"bare passes: {floor:.1f} s for {passes} forward+backward passes")
+    print(f"ratio: {result['seconds'] / floor:.2f} (target <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()

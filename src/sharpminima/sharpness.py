@@ -1,0 +1,262 @@
+"""Metric 2.1 of Keskar et al.: sharpness of a minimizer in a box, maximised by L-BFGS-B.
+
+    C_ε = { y : |y_i| ≤ ε (|(A⁺x)_i| + 1) },  φ = (max_{y∈C_ε} f(x + A y) − f(x)) / (1 + f(x)) × 100
+
+with f the mean cross-entropy over the whole training set. Choices the paper leaves open (BN mode,
+start point, tolerances, A's distribution) are options, documented in docs/sharpness.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import Bounds, minimize
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from .errors import UserError
+from .models import evaluation
+from .store import Run
+from .training import chunks, device_name, pick_device, versions
+
+SPACES = ("full", "random")
+STARTS = ("zero", "random", "multistart")
+BLOCK_ROWS = 1 << 16  # rows of A generated per block (each block has its own seed)
+
+
+@dataclass(frozen=True)
+class SharpnessConfig:
+    """Everything that changes φ (docs/sharpness.md)."""
+
+    eps: float = 1e-3
+    space: str = "full"
+    dim: int = 100  # p, random space only
+    iters: int = 10  # L-BFGS-B iterations
+    bn: str = "batch"  # BatchNorm statistics in f: 'batch' (authors' Keras) or 'running'
+    chunk: int = 5000
+    start: str = "zero"
+    starts: int = 4  # random starts tried by 'multistart' (besides y = 0)
+    seed: int = 0  # A and random starts
+    gtol: float = 0.0  # 0: never stop on a small gradient (at a minimizer it *is* small)
+    ftol: float = 0.0
+
+    def check(self) -> None:
+        if self.space not in SPACES:
+            raise UserError(f"unknown space {self.space!r}: use 'full' or 'random'")
+        if self.start not in STARTS:
+            raise UserError(f"unknown start {self.start!r}: use one of {', '.join(STARTS)}")
+        if self.eps <= 0 or self.iters < 1 or self.dim < 1 or self.chunk < 2:
+            raise UserError("eps must be positive, iters and dim at least 1, chunk at least 2")
+
+
+class Loss:
+    """f(θ) and ∇f(θ): mean cross-entropy over all of (x, y) at flat parameters θ."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: SharpnessConfig):
+        self.model, self.x, self.y, self.cfg = model, x, y, cfg
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.theta0 = parameters_to_vector(self.params).detach().clone()
+        self.evaluations = 0
+
+    def __call__(self, theta: torch.Tensor, grad: bool = True) -> tuple[float, torch.Tensor | None]:
+        self.evaluations += 1
+        vector_to_parameters(theta, self.params)
+        for p in self.params:
+            p.grad = None
+        total, n = 0.0, len(self.x)
+        with evaluation(self.model, self.cfg.bn), torch.set_grad_enabled(grad):
+            for s in chunks(n, self.cfg.chunk):
+                loss = F.cross_entropy(self.model(self.x[s]), self.y[s], reduction="sum") / n
+                if grad:
+                    loss.backward()
+                total += loss.item()
+        if not grad:
+            return total, None
+        return total, torch.cat([p.grad.reshape(-1) for p in self.params])
+
+    def restore(self) -> None:
+        vector_to_parameters(self.theta0, self.params)
+
+
+class Identity:
+    """A = I_n: the full space."""
+
+    def __init__(self, n: int):
+        self.n = self.p = n
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def T(self, g: torch.Tensor) -> torch.Tensor:  # noqa: N802 (Aᵀ)
+        return g
+
+    def pinv(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class RandomSubspace:
+    """A ∈ R^{n×p} with i.i.d. Gaussian entries, columns scaled to unit norm.
+
+    A is generated on the CPU in blocks of rows, block b from seed (seed, b), so it is the same
+    on every device and never needs to exist whole in float64. Blocks are kept in memory (float32,
+    on the model's device) when they fit `cache_mb`, else regenerated at each product.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        p: int,
+        seed: int,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        cache_mb: float = 2048,
+    ):
+        self.n, self.p, self.seed, self.device, self.dtype = n, p, seed, device, dtype
+        self.starts = list(range(0, n, BLOCK_ROWS))
+        self.cache: list[torch.Tensor] | None = [] if n * p * 4 <= cache_mb * 2**20 else None
+        gram = torch.zeros(p, p, dtype=torch.float64)
+        for i in range(len(self.starts)):
+            block = self._generate(i)
+            gram += block.T.double() @ block.double()
+            if self.cache is not None:
+                self.cache.append(block.to(device, dtype))
+        self.scale = gram.diagonal().rsqrt()  # D⁻¹: unit-norm columns
+        self.gram = gram * self.scale[:, None] * self.scale[None, :]  # ÂᵀÂ
+
+    def _generate(self, i: int) -> torch.Tensor:
+        rows = min(BLOCK_ROWS, self.n - self.starts[i])
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        return torch.randn(rows, self.p, generator=gen)
+
+    def _blocks(self):
+        for i, start in enumerate(self.starts):
+            if self.cache is not None:
+                block = self.cache[i]
+            else:
+                block = self._generate(i).to(self.device, self.dtype)
+            yield slice(start, start + len(block)), block
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        z = (self.scale * y.detach().cpu().double()).to(self.device, self.dtype)
+        out = torch.empty(self.n, device=self.device, dtype=self.dtype)
+        for rows, block in self._blocks():
+            out[rows] = block @ z
+        return out
+
+    def T(self, g: torch.Tensor) -> torch.Tensor:  # noqa: N802 (Aᵀ)
+        acc = torch.zeros(self.p, dtype=torch.float64)
+        for rows, block in self._blocks():
+            acc += (g[rows].to(block.dtype) @ block).double().cpu()
+        return acc * self.scale
+
+    def pinv(self, x: torch.Tensor) -> torch.Tensor:
+        """A⁺x = (AᵀA)⁻¹Aᵀx (A has full column rank with probability 1)."""
+        return torch.linalg.solve(self.gram, self.T(x))
+
+
+def maximise(loss: Loss, A, cfg: SharpnessConfig) -> dict[str, float | int | str]:
+    """Maximise f(x + A y) over C_ε with L-BFGS-B; return φ and the solver's statistics."""
+    x = loss.theta0
+    bound = cfg.eps * (A.pinv(x).double().abs().cpu().numpy() + 1)
+    f_x, _ = loss(x, grad=False)
+    best = {"f": f_x}
+
+    def objective(y: np.ndarray) -> tuple[float, np.ndarray]:
+        yt = torch.from_numpy(y).to(x.device)
+        f, g = loss(x + A(yt).to(x), grad=True)
+        if f > best["f"]:
+            best.update(f=f, y=y.copy())
+        return -f, -A.T(g).double().cpu().numpy()
+
+    rng = np.random.default_rng(cfg.seed)
+    starts = {"zero": [np.zeros(A.p)], "random": [rng.uniform(-bound, bound)]}.get(
+        cfg.start, [np.zeros(A.p)] + [rng.uniform(-bound, bound) for _ in range(cfg.starts)]
+    )
+    nit = nfev = 0
+    messages = []
+    for y0 in starts:
+        res = minimize(
+            objective,
+            y0,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=Bounds(-bound, bound),
+            options={"maxiter": cfg.iters, "gtol": cfg.gtol, "ftol": cfg.ftol},
+        )
+        nit, nfev = nit + int(res.nit), nfev + int(res.nfev)
+        messages.append(str(res.message))
+    loss.restore()
+    y_best = best.get("y", np.zeros(A.p))
+    violation = float(np.max(np.abs(y_best) - bound).clip(min=0))
+    f_max = best["f"]
+    return {
+        "phi": (f_max - f_x) / (1 + f_x) * 100,
+        "f_x": f_x,
+        "f_max": f_max,
+        "nit": nit,
+        "nfev": nfev,
+        "evaluations": loss.evaluations,
+        "message": " | ".join(messages),
+        "max_bound_violation": violation,
+        "y_at_bound_fraction": float(np.mean(np.isclose(np.abs(y_best), bound, rtol=1e-6))),
+    }
+
+
+def sharpness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: SharpnessConfig,
+    cache_mb: float = 2048,
+) -> dict:
+    """φ of `model`'s current parameters on (x, y); the model is left unchanged."""
+    cfg.check()
+    start = time.perf_counter()
+    loss = Loss(model, x, y, cfg)
+    n = loss.theta0.numel()
+    device = loss.theta0.device
+    if cfg.space == "full":
+        A = Identity(n)
+    else:
+        A = RandomSubspace(n, cfg.dim, cfg.seed, device, loss.theta0.dtype, cache_mb)
+    result = maximise(loss, A, cfg)
+    result.update(asdict(cfg), n_params=n, dim=A.p, seconds=time.perf_counter() - start)
+    return result
+
+
+def run_sharpness(
+    run_path: str | Path,
+    cfg: SharpnessConfig,
+    which: str | int = "final",
+    data_path: str | Path | None = None,
+    device: str = "auto",
+    cache_mb: float = 2048,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """φ of one stored iterate of a training run, with everything needed to trust the number."""
+    cfg.check()
+    run = Run(run_path)
+    data = run.data(data_path)
+    dev = pick_device(device)
+    model = run.model(which).to(dev)
+    n = len(data.x_train)
+    log(f"sharpness of {run_path} ({which}) on {n} examples, {device_name(dev)}: {cfg}")
+    result = sharpness(model, data.x_train.to(dev), data.y_train.to(dev), cfg, cache_mb)
+    result.update(
+        run=str(run_path),
+        iterate=which,
+        network=run.attrs["network"],
+        batch_size=run.attrs["batch_size"],
+        run_seed=run.attrs["seed"],
+        n_examples=len(data.x_train),
+        device=device_name(dev),
+        threads=torch.get_num_threads(),
+        versions=versions(),
+    )
+    return result
