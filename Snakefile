@@ -24,14 +24,18 @@ wildcard_constraints:
     regime="|".join(config["regimes"]),
     dataset="|".join(config["datasets"]),
     seed=r"\d+",
+    space="full|random",
+    eps=r"[0-9.eE+-]+",
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/sharpness.smk"
+include: "workflow/rules/tables.smk"
 
 
 # ---- Targets ------------------------------------------------------------------------------
 rule all:
     default_target: True
     input:
-        all_runs(),
+        rules.tables.output,

@@ -274,3 +274,18 @@ def test_cli_epoch_and_bad_inputs(tmp_path, tiny_run, mnist_like):
     proc = cli("sharpness", tiny_run, "--data", other, "--out", out, check=False)
     assert_one_line_error(proc, "is not the dataset", "--data")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("bn", ["batch", "running"])
+def test_loss_gradient_matches_finite_differences(bn):
+    """∇f over chunks with BatchNorm (batch statistics per chunk) is the gradient of f."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).double()
+    x, y = torch.randn(90, 4, dtype=torch.float64), torch.randint(0, 3, (90,))
+    loss = Loss(model, x, y, SharpnessConfig(bn=bn, chunk=40))  # chunks 40, 50 (no singleton)
+    theta = loss.theta0 + 0.1 * torch.randn_like(loss.theta0)
+    f, g = loss(theta)
+    d = torch.randn_like(theta)
+    h = 1e-6
+    numeric = (loss(theta + h * d, grad=False)[0] - loss(theta - h * d, grad=False)[0]) / (2 * h)
+    assert (g @ d).item() == pytest.approx(numeric, rel=1e-6)

@@ -46,7 +46,14 @@ def job_counts(output: str) -> dict[str, int]:
 def test_default_study_dry_run(tmp_path):
     proc = snakemake(tmp_path, "-n", "--configfile", REPO / "config.yaml")
     counts = job_counts(proc.stdout)
-    assert counts == {"prepare_dataset": 1, "train": 10, "all": 1, "total": 12}
+    assert counts == {
+        "prepare_dataset": 1,
+        "train": 10,
+        "sharpness": 40,
+        "tables": 1,
+        "all": 1,
+        "total": 53,
+    }
     assert "results/runs/F1/LB/seed4.h5" in proc.stdout
 
 
@@ -71,6 +78,12 @@ def test_smoke_preset_runs_whole_chain(tmp_path):
     lb, sb = Run(tmp_path / "results/runs/F1/LB/seed1.h5"), Run(runs[-1])
     assert sb.attrs["batch_size"] == 32 and lb.attrs["batch_size"] == 50  # 10% of 500
     assert (tmp_path / "logs/train/F1/SB/seed1.log").read_text().count("epoch ") >= 1
+    assert lb.attrs["label"] == "LB"
+    for n in (2, 3, 4):
+        table = (tmp_path / f"results/tables/table{n}.md").read_text()
+        assert "| F1 |" in table and "F1 on synthetic" in table
+    phi = sorted((tmp_path / "results/sharpness/F1").glob("*/seed*/*.json"))
+    assert len(phi) == 2 * 2 * 2  # regimes × trials × spaces
     # A finished workflow has nothing left to do.
     assert (
         "Nothing to be done"

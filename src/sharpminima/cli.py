@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if args.threads:
         torch.set_num_threads(args.threads)
-    train(cfg, args.data, args.out, device=args.device, log=_log)
+    train(cfg, args.data, args.out, device=args.device, log=_log, label=args.label)
     _log(f"wrote {args.out}")
 
 
@@ -94,6 +94,16 @@ def cmd_sharpness(args: argparse.Namespace) -> None:
     )
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def cmd_tables(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .tables import run_cells, sharpness_cells, write_tables
+
+    cells = pd.concat([run_cells(args.runs), sharpness_cells(args.sharpness)], ignore_index=True)
+    for path in write_tables(cells, args.out_dir):
+        _log(f"wrote {path}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -149,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--save-every", type=int, default=1, help="keep every k-th epoch's iterate")
     tr.add_argument("--eval-bn", default="batch", help="BatchNorm when measuring: batch|running")
     tr.add_argument("--eval-chunk", type=int, default=5000, help="examples per evaluation chunk")
+    tr.add_argument("--label", default="", help="regime name for tables, e.g. SB or LB")
     tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     tr.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     tr.set_defaults(func=cmd_train)
@@ -173,6 +184,12 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     sh.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     sh.set_defaults(func=cmd_sharpness)
+
+    tb = sub.add_parser("tables", help="Tables 2-4: mean ± std over trials beside the paper")
+    tb.add_argument("--runs", nargs="*", default=[], help="run files (Table 2)")
+    tb.add_argument("--sharpness", nargs="*", default=[], help="sharpness JSON (Tables 3, 4)")
+    tb.add_argument("--out-dir", required=True, help="folder for tableN.csv and tableN.md")
+    tb.set_defaults(func=cmd_tables)
     return p
 
 

@@ -252,6 +252,8 @@ def run_sharpness(
         run=str(run_path),
         iterate=which,
         network=run.attrs["network"],
+        regime=run.attrs.get("label", ""),
+        dataset=run.attrs["dataset"],
         batch_size=run.attrs["batch_size"],
         run_seed=run.attrs["seed"],
         n_examples=len(data.x_train),

@@ -296,8 +296,12 @@ def train(
     out: str | Path,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    label: str = "",
 ) -> Path:
-    """Train one run into `out` (HDF5), resuming from `<out>.partial/` if it holds a checkpoint."""
+    """Train one run into `out` (HDF5), resuming from `<out>.partial/` if it holds a checkpoint.
+
+    `label` names the regime in tables (e.g. 'SB'); it does not change the run.
+    """
     out = Path(out)
     data = load_dataset(dataset)
     dev = pick_device(device)
@@ -329,7 +333,7 @@ def train(
         per_epoch = (time.perf_counter() - started) / (trainer.epoch - first)
         log(_progress(trainer, per_epoch))
     log(f"stopped after epoch {trainer.epoch}: {trainer.done}")
-    _finish(trainer, data, Path(dataset), dev, work, out)
+    _finish(trainer, data, Path(dataset), dev, work, out, label or f"batch {cfg.batch_size:g}")
     return out
 
 
@@ -344,7 +348,9 @@ def _progress(t: Trainer, per_epoch: float) -> str:
     )
 
 
-def _finish(t: Trainer, data: Dataset, dataset: Path, dev: torch.device, work: Path, out: Path):
+def _finish(
+    t: Trainer, data: Dataset, dataset: Path, dev: torch.device, work: Path, out: Path, label: str
+):
     """Assemble the kept iterates into the run file, then drop the work directory."""
     cfg = t.cfg
     attrs = {
@@ -352,6 +358,7 @@ def _finish(t: Trainer, data: Dataset, dataset: Path, dev: torch.device, work: P
         "lr": cfg.lr if cfg.lr is not None else OPTIMIZERS[cfg.optimizer],
         "batch_size": t.batch,
         "batch_size_spec": cfg.batch_size,
+        "label": label,
         "dataset": data.name,
         "dataset_file": str(dataset),
         "dataset_sha256": data.content_sha256,

@@ -27,11 +27,10 @@ TRAINING = {net: training_config(net) for net in config["networks"]}
 
 
 def src(*modules):
-    """Source modules that a job executes, as inputs: a code change reruns the job."""
+    """Source modules (and package data) that a job executes, as inputs: a change reruns it."""
     root = Path(workflow.basedir) / "src" / "sharpminima"
-    return [
-        os.path.relpath(root / f"{m}.py") for m in ("cli", "errors", "atomic") + modules
-    ]
+    names = ("cli", "errors", "atomic") + modules
+    return [os.path.relpath(root / (m if "." in m else f"{m}.py")) for m in names]
 
 
 def cli_args(options):
@@ -56,6 +55,29 @@ def run_dataset(wildcards):
         rules.prepare_dataset.output.h5,
         dataset=config["networks"][wildcards.network]["dataset"],
     )
+
+
+def sharpness_options():
+    """Settings that change φ, shared by every sharpness job (space and ε are wildcards;
+    cache_mb only trades memory for time, so it is not a parameter and triggers no rerun).
+    """
+    skip = ("eps", "spaces", "cache_mb")
+    return {k: v for k, v in config["sharpness"].items() if k not in skip}
+
+
+def all_sharpness():
+    return expand(
+        rules.sharpness.output.json,
+        network=config["networks"],
+        regime=config["regimes"],
+        seed=range(config["trials"]),
+        space=config["sharpness"]["spaces"],
+        eps=config["sharpness"]["eps"],
+    )
+
+
+# Tables 2 (accuracy), 3 (full-space φ) and 4 (random-subspace φ) that the config produces.
+TABLES = [2] + [{"full": 3, "random": 4}[s] for s in config["sharpness"]["spaces"]]
 
 
 def all_runs():

@@ -21,4 +21,4 @@ rule train:
     shell:
         "sharpminima train --network {wildcards.network} --data {input.data} "
         "--out {output.run} --seed {wildcards.seed} --batch-size {params.batch_size} "
-        "{params.options} --threads {threads} > {log} 2>&1"
+        "{params.options} --label {wildcards.regime} --threads {threads} > {log} 2>&1"

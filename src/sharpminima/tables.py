@@ -1,0 +1,149 @@
+"""Tables 2, 3 and 4: our mean ± std over trials beside the paper's values, as CSV and Markdown.
+
+The paper's numbers live in `paper_values.csv` (package data), one row per cell.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import atomic_path
+from .models import NETWORKS
+from .store import Run
+
+TITLES = {
+    2: "Table 2: accuracy (%)",
+    3: "Table 3: sharpness φ, full space",
+    4: "Table 4: sharpness φ, random subspace",
+}
+KEYS = ["network", "regime", "metric", "eps"]
+
+
+def paper_values() -> pd.DataFrame:
+    with resources.files(__package__).joinpath("paper_values.csv").open() as f:
+        df = pd.read_csv(f, dtype={"eps": str})
+    return df.fillna({"eps": ""})
+
+
+def _eps(value: object) -> str:
+    return "" if value in ("", None) else f"{float(value):g}"
+
+
+def run_cells(run_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run and accuracy: the final train and test accuracy (Table 2)."""
+    rows = []
+    for path in run_files:
+        run = Run(path)
+        last = run.history.iloc[-1]
+        for metric in ("train_acc", "test_acc"):
+            rows.append(
+                {
+                    "table": 2,
+                    "network": run.attrs["network"],
+                    "regime": run.attrs.get("label") or f"batch {run.attrs['batch_size_spec']:g}",
+                    "metric": metric,
+                    "eps": "",
+                    "seed": run.attrs["seed"],
+                    "value": last[metric],
+                    "epochs": run.attrs["epochs"],
+                    "dataset": run.attrs["dataset"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def sharpness_cells(json_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per sharpness result (Tables 3 and 4), with the solver's statistics."""
+    rows = []
+    for path in json_files:
+        r = json.loads(Path(path).read_text())
+        rows.append(
+            {
+                "table": 3 if r["space"] == "full" else 4,
+                "network": r["network"],
+                "regime": r["regime"],
+                "metric": f"phi_{r['space']}",
+                "eps": _eps(r["eps"]),
+                "seed": r["run_seed"],
+                "value": r["phi"],
+                "nit": r["nit"],
+                "nfev": r["nfev"],
+                "dataset": r["dataset"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def summarise(cells: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std (sample std, as the paper's ±) over trials, beside the paper's cell when the
+    network was trained on the paper's dataset for it (a synthetic stand-in gets no comparison)."""
+    agg = {"n_trials": ("value", "size"), "mean": ("value", "mean"), "std": ("value", "std")}
+    for stat in ("nit", "nfev"):
+        if stat in cells:
+            agg[f"{stat}_min"], agg[f"{stat}_max"] = (stat, "min"), (stat, "max")
+    ours = cells.groupby(["table", *KEYS, "dataset"], sort=False).agg(**agg).reset_index()
+    ours["std"] = ours["std"].fillna(0.0)
+    paper = paper_values().rename(columns={"mean": "paper_mean", "std": "paper_std"})
+    out = ours.merge(paper, on=["table", *KEYS], how="left")
+    own_data = out.network.map(lambda n: NETWORKS[n].dataset) == out.dataset
+    out.loc[~own_data, ["paper_mean", "paper_std"]] = float("nan")
+    out["ratio"] = out["mean"] / out["paper_mean"]
+    return out
+
+
+def markdown(summary: pd.DataFrame, table: int) -> str:
+    """The paper's layout: one row per network, one column per regime (× ε), ours (paper)."""
+    part = summary[summary.table == table]
+    label = part.metric.str.replace("_acc", "") if table == 2 else "ε=" + part.eps
+    part = part.assign(column=part.regime + " " + label)
+    columns = list(dict.fromkeys(part.column))
+    lines = [
+        f"### {TITLES[table]}",
+        "",
+        "| network | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for network, rows in part.groupby("network", sort=False):
+        cells = []
+        for column in columns:
+            row = rows[rows.column == column]
+            if row.empty:
+                cells.append("")
+                continue
+            r = row.iloc[0]
+            cell = f"{r['mean']:.4g} ± {r['std']:.2g}"
+            if pd.notna(r.paper_mean):
+                cell += f" ({r.paper_mean:g} ± {r.paper_std:g}; ×{r.ratio:.3g})"
+            if "nit_min" in r and pd.notna(r.nit_min):
+                cell += f" [nit {int(r.nit_min)}–{int(r.nit_max)}]"
+            cells.append(cell)
+        lines.append(f"| {network} | " + " | ".join(cells) + " |")
+    pairs = part[["network", "dataset"]].drop_duplicates().itertuples(index=False)
+    datasets = ", ".join(f"{n} on {d}" for n, d in pairs)
+    lines += [
+        "",
+        f"Ours ({datasets}): mean ± std over trials; in parentheses the paper's value and "
+        "ours/paper (only where the network was trained on the paper's dataset); in brackets "
+        "the L-BFGS-B iterations taken.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(cells: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """tableN.csv and tableN.md for every table present in `cells`."""
+    out_dir = Path(out_dir)
+    summary = summarise(cells)
+    written = []
+    for table in sorted(summary.table.unique()):
+        csv, md = out_dir / f"table{table}.csv", out_dir / f"table{table}.md"
+        with atomic_path(csv) as tmp:
+            summary[summary.table == table].to_csv(tmp, index=False)
+        with atomic_path(md) as tmp:
+            tmp.write_text(markdown(summary, table))
+        written += [csv, md]
+    return written

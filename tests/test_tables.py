@@ -1,0 +1,54 @@
+import pandas as pd
+import pytest
+
+from sharpminima.tables import markdown, paper_values, summarise, write_tables
+
+
+def test_paper_values_hold_all_three_tables():
+    paper = paper_values()
+    assert len(paper) == 6 * 4 * 3
+    f1 = paper[(paper.table == 3) & (paper.network == "F1") & (paper.regime == "LB")]
+    assert f1.set_index("eps")["mean"].to_dict() == {"0.001": 205.14, "0.0005": 42.90}
+
+
+def _cells(dataset="mnist"):
+    rows = []
+    for seed, (sb, lb) in enumerate([(1.0, 200.0), (2.0, 240.0), (3.0, 160.0)]):
+        for regime, value in (("SB", sb), ("LB", lb)):
+            rows.append(
+                {
+                    "table": 3,
+                    "network": "F1",
+                    "regime": regime,
+                    "metric": "phi_full",
+                    "eps": "0.001",
+                    "seed": seed,
+                    "value": value,
+                    "nit": 10 - seed,
+                    "nfev": 12,
+                    "dataset": dataset,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_summary_mean_std_and_ratio_to_paper():
+    s = summarise(_cells()).set_index("regime")
+    assert s.loc["LB", "mean"] == pytest.approx(200.0)
+    assert s.loc["LB", "std"] == pytest.approx(40.0)  # sample std, n - 1
+    assert s.loc["LB", "paper_mean"] == 205.14
+    assert s.loc["LB", "ratio"] == pytest.approx(200.0 / 205.14)
+    assert (s.loc["SB", "nit_min"], s.loc["SB", "nit_max"]) == (8, 10)
+    assert s.loc["SB", "n_trials"] == 3
+
+
+def test_no_paper_comparison_on_other_data(tmp_path):
+    s = summarise(_cells("synthetic"))
+    assert s.paper_mean.isna().all() and s.ratio.isna().all()
+    text = markdown(s, 3)
+    assert "205.14" not in text and "F1 on synthetic" in text
+    written = write_tables(_cells(), tmp_path)
+    assert sorted(p.name for p in written) == ["table3.csv", "table3.md"]
+    md = (tmp_path / "table3.md").read_text()
+    assert "| F1 | 2 ± 1 (1.23 ± 0.83; ×1.63) [nit 8–10] | 200 ± 40 (205.14 ± 69.52; ×0.975)" in md
+    assert pd.read_csv(tmp_path / "table3.csv").shape[0] == 2

@@ -1,0 +1,20 @@
+# Tables 2-4: our numbers (mean ± std over trials) beside the paper's, as CSV and Markdown.
+
+
+rule tables:
+    input:
+        runs=all_runs(),
+        sharpness=all_sharpness(),
+        code=src("data", "models", "store", "tables", "paper_values.csv"),
+    output:
+        expand("results/tables/table{n}.{ext}", n=TABLES, ext=["csv", "md"]),
+    log:
+        "logs/tables.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "sharpminima tables --runs {input.runs} --sharpness {input.sharpness} "
+        "--out-dir results/tables > {log} 2>&1"
