@@ -26,12 +26,14 @@ wildcard_constraints:
     seed=r"\d+",
     space="full|random",
     eps=r"[0-9.eE+-]+",
+    kind="linear|curvilinear",
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sharpness.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/landscape.smk"
 
 
 # ---- Targets ------------------------------------------------------------------------------
@@ -39,3 +41,4 @@ rule all:
     default_target: True
     input:
         rules.tables.output,
+        all_figures(),

@@ -50,9 +50,11 @@ def test_default_study_dry_run(tmp_path):
         "prepare_dataset": 1,
         "train": 10,
         "sharpness": 40,
+        "landscape": 2,
+        "figure_parametric": 2,
         "tables": 1,
         "all": 1,
-        "total": 53,
+        "total": 57,
     }
     assert "results/runs/F1/LB/seed4.h5" in proc.stdout
 
@@ -84,6 +86,9 @@ def test_smoke_preset_runs_whole_chain(tmp_path):
         assert "| F1 |" in table and "F1 on synthetic" in table
     phi = sorted((tmp_path / "results/sharpness/F1").glob("*/seed*/*.json"))
     assert len(phi) == 2 * 2 * 2  # regimes × trials × spaces
+    for kind in ("linear", "curvilinear"):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / f"results/figures/F1/seed0/{kind}.{ext}").stat().st_size > 5000
     # A finished workflow has nothing left to do.
     assert (
         "Nothing to be done"

@@ -106,6 +106,27 @@ def cmd_tables(args: argparse.Namespace) -> None:
         _log(f"wrote {path}")
 
 
+def cmd_landscape(args: argparse.Namespace) -> None:
+    from .landscape import LandscapeConfig, landscape
+
+    fields = {f.name for f in dataclasses.fields(LandscapeConfig)}
+    options = {k: v for k, v in vars(args).items() if k in fields}
+    cfg = LandscapeConfig(**{**options, "buffers": bool(args.buffers)})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    landscape(args.sb, args.lb, args.out, cfg, args.device, _log)
+    _log(f"wrote {args.out}")
+
+
+def cmd_figure(args: argparse.Namespace) -> None:
+    from . import figures
+
+    if args.kind != "parametric":
+        raise UserError(f"unknown figure {args.kind!r}: use 'parametric'")
+    for path in figures.parametric(args.input, args.out):
+        _log(f"wrote {path}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sharpminima", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -184,6 +205,33 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     sh.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     sh.set_defaults(func=cmd_sharpness)
+
+    la = sub.add_parser("landscape", help="loss and accuracy along a curve from SB to LB")
+    la.add_argument("--sb", required=True, help="SB run file of one trial")
+    la.add_argument("--lb", required=True, help="LB run file of the same trial")
+    la.add_argument("--out", required=True, help="landscape file to write (.h5)")
+    la.add_argument("--kind", default="linear", help="linear (Fig. 3) or curvilinear (Fig. 7)")
+    la.add_argument("--start", type=float, default=-1.0, help="first α")
+    la.add_argument("--stop", type=float, default=2.0, help="last α")
+    la.add_argument("--points", type=int, default=25, help="number of α")
+    la.add_argument("--bn", default="batch", help="BatchNorm statistics: batch|running")
+    la.add_argument("--chunk", type=int, default=5000, help="examples per evaluation chunk")
+    la.add_argument(
+        "--buffers",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="1: interpolate BatchNorm running statistics too; 0: keep SB's",
+    )
+    la.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    la.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    la.set_defaults(func=cmd_landscape)
+
+    fg = sub.add_parser("figure", help="draw a figure (PNG and PDF) from computed results")
+    fg.add_argument("kind", help="parametric (Figures 3 and 7, from a landscape file)")
+    fg.add_argument("input", help="input file (landscape .h5)")
+    fg.add_argument("--out", required=True, help="output path; .png and .pdf are written")
+    fg.set_defaults(func=cmd_figure)
 
     tb = sub.add_parser("tables", help="Tables 2-4: mean ± std over trials beside the paper")
     tb.add_argument("--runs", nargs="*", default=[], help="run files (Table 2)")

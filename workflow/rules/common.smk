@@ -80,6 +80,33 @@ def all_sharpness():
 TABLES = [2] + [{"full": 3, "random": 4}[s] for s in config["sharpness"]["spaces"]]
 
 
+def landscape_options():
+    """Settings that change a landscape (the kind is a wildcard)."""
+    options = {
+        k: v for k, v in config["landscape"].items() if k not in ("trials", "kinds")
+    }
+    return {**options, "buffers": int(options["buffers"])}
+
+
+def landscape_run(wildcards, end):
+    """The run at α = end (0: first of landscape_regimes, 1: second) of this trial."""
+    return expand(
+        rules.train.output.run,
+        network=wildcards.network,
+        regime=config["landscape_regimes"][end],
+        seed=wildcards.seed,
+    )
+
+
+def all_figures():
+    return expand(
+        rules.figure_parametric.output.png,
+        network=config["networks"],
+        seed=config["landscape"]["trials"],
+        kind=config["landscape"]["kinds"],
+    )
+
+
 def all_runs():
     return expand(
         rules.train.output.run,

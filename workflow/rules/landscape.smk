@@ -1,0 +1,41 @@
+# Parametric plots (Figures 3 and 7): f along a curve from the SB to the LB minimizer.
+
+
+rule landscape:
+    input:
+        sb=lambda wc: landscape_run(wc, 0),
+        lb=lambda wc: landscape_run(wc, 1),
+        code=src("data", "models", "store", "training", "landscape"),
+    output:
+        h5="results/landscape/{network}/seed{seed}/{kind}.h5",
+    log:
+        "logs/landscape/{network}/seed{seed}/{kind}.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    threads: config["sharpness_threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        options=lambda wc: cli_args(landscape_options()),
+    shell:
+        "sharpminima landscape --sb {input.sb} --lb {input.lb} --kind {wildcards.kind} "
+        "{params.options} --threads {threads} --out {output.h5} > {log} 2>&1"
+
+
+rule figure_parametric:
+    input:
+        h5=rules.landscape.output.h5,
+        code=src("landscape", "figures"),
+    output:
+        png="results/figures/{network}/seed{seed}/{kind}.png",
+        pdf="results/figures/{network}/seed{seed}/{kind}.pdf",
+    log:
+        "logs/figures/{network}/seed{seed}/{kind}.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "sharpminima figure parametric {input.h5} --out {output.png} > {log} 2>&1"
