@@ -27,9 +27,13 @@ TRAINING = {net: training_config(net) for net in config["networks"]}
 
 
 def src(*modules):
-    """Source modules (and package data) that a job executes, as inputs: a change reruns it."""
+    """Source modules (and package data) that a job executes, as inputs: a change reruns it.
+
+    cli.py is deliberately not among them: it only parses arguments, and the rules pass every
+    option explicitly, so adding a subcommand for one stage must not rerun all the others.
+    """
     root = Path(workflow.basedir) / "src" / "sharpminima"
-    names = ("cli", "errors", "atomic") + modules
+    names = ("errors", "atomic") + modules
     return [os.path.relpath(root / (m if "." in m else f"{m}.py")) for m in names]
 
 
