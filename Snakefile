@@ -27,6 +27,8 @@ wildcard_constraints:
     space="full|random",
     eps=r"[0-9.eE+-]+",
     kind="linear|curvilinear",
+    bn="batch|running",
+    start="zero|random|multistart",
 
 
 include: "workflow/rules/data.smk"
@@ -42,3 +44,9 @@ rule all:
     input:
         rules.tables.output,
         all_figures(),
+
+
+# Not part of `all` (it multiplies the sharpness jobs): snakemake sensitivity_report
+rule sensitivity_report:
+    input:
+        expand(rules.sensitivity.output.csv, network=config["networks"]),

@@ -59,6 +59,14 @@ def test_default_study_dry_run(tmp_path):
     assert "results/runs/F1/LB/seed4.h5" in proc.stdout
 
 
+def test_sensitivity_report_dry_run(tmp_path):
+    proc = snakemake(tmp_path, "sensitivity_report", "-n", "--configfile", REPO / "config.yaml")
+    counts = job_counts(proc.stdout)
+    # trial 0: SB and LB × 2 BN modes × 3 starts × 2 ε, full space
+    assert counts["sharpness"] == 24 and counts["train"] == 2 and counts["sensitivity"] == 1
+    assert "full_eps0.0005_bnrunning_multistart.json" in proc.stdout
+
+
 def test_bad_config_is_refused(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("networks:\n  F1:\n    dataset: cifar10\n")

@@ -127,6 +127,13 @@ def cmd_figure(args: argparse.Namespace) -> None:
         _log(f"wrote {path}")
 
 
+def cmd_sensitivity(args: argparse.Namespace) -> None:
+    from .sensitivity import report
+
+    for path in report(args.sharpness, args.out_dir):
+        _log(f"wrote {path}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sharpminima", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -232,6 +239,11 @@ def parser() -> argparse.ArgumentParser:
     fg.add_argument("input", help="input file (landscape .h5)")
     fg.add_argument("--out", required=True, help="output path; .png and .pdf are written")
     fg.set_defaults(func=cmd_figure)
+
+    se = sub.add_parser("sensitivity", help="φ by BatchNorm mode x start x ε: table and figure")
+    se.add_argument("sharpness", nargs="+", help="sharpness JSON files of one network")
+    se.add_argument("--out-dir", required=True, help="folder for sensitivity.{csv,md,png,pdf}")
+    se.set_defaults(func=cmd_sensitivity)
 
     tb = sub.add_parser("tables", help="Tables 2-4: mean ± std over trials beside the paper")
     tb.add_argument("--runs", nargs="*", default=[], help="run files (Table 2)")

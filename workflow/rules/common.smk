@@ -62,14 +62,15 @@ def run_dataset(wildcards):
 
 
 def sharpness_options():
-    """Settings that change φ, shared by every sharpness job (space and ε are wildcards;
+    """Settings that change φ, shared by every sharpness job (space, ε, bn, start are wildcards;
     cache_mb only trades memory for time, so it is not a parameter and triggers no rerun).
     """
-    skip = ("eps", "spaces", "cache_mb")
+    skip = ("eps", "spaces", "cache_mb", "bn", "start")
     return {k: v for k, v in config["sharpness"].items() if k not in skip}
 
 
 def all_sharpness():
+    """The default sharpness jobs: the config's BatchNorm mode and start point."""
     return expand(
         rules.sharpness.output.json,
         network=config["networks"],
@@ -77,6 +78,23 @@ def all_sharpness():
         seed=range(config["trials"]),
         space=config["sharpness"]["spaces"],
         eps=config["sharpness"]["eps"],
+        bn=config["sharpness"]["bn"],
+        start=config["sharpness"]["start"],
+    )
+
+
+def sensitivity_inputs(wildcards):
+    """Every BatchNorm mode × start × ε × space on the trials of the sensitivity report."""
+    s = config["sensitivity"]
+    return expand(
+        rules.sharpness.output.json,
+        network=wildcards.network,
+        regime=config["regimes"],
+        seed=s["trials"],
+        space=s["spaces"],
+        eps=config["sharpness"]["eps"],
+        bn=["batch", "running"],
+        start=["zero", "random", "multistart"],
     )
 
 

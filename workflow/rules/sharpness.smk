@@ -1,4 +1,6 @@
-# Sharpness (Metric 2.1) of every run's final iterate: one job per space and ε.
+# Sharpness (Metric 2.1) of a run's final iterate: one job per space, ε, BatchNorm mode and
+# start point. The default target uses the config's bn and start; the sensitivity report below
+# asks for every combination on the same minimizers.
 
 
 rule sharpness:
@@ -6,9 +8,9 @@ rule sharpness:
         run=rules.train.output.run,
         code=src("data", "models", "store", "training", "sharpness"),
     output:
-        json="results/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}.json",
+        json="results/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.json",
     log:
-        "logs/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}.log",
+        "logs/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: config["sharpness_threads"]
@@ -20,5 +22,27 @@ rule sharpness:
         options=lambda wc: cli_args(sharpness_options()),
     shell:
         "sharpminima sharpness {input.run} --space {wildcards.space} --eps {wildcards.eps} "
+        "--bn {wildcards.bn} --start {wildcards.start} "
         "{params.options} --cache-mb {resources.cache_mb} --threads {threads} "
         "--out {output.json} > {log} 2>&1"
+
+
+rule sensitivity:
+    input:
+        sharpness=sensitivity_inputs,
+        code=src("sensitivity", "figures"),
+    output:
+        csv="results/sensitivity/{network}/sensitivity.csv",
+        md="results/sensitivity/{network}/sensitivity.md",
+        png="results/sensitivity/{network}/sensitivity.png",
+        pdf="results/sensitivity/{network}/sensitivity.pdf",
+    log:
+        "logs/sensitivity/{network}.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "sharpminima sensitivity {input.sharpness} --out-dir results/sensitivity/{wildcards.network} "
+        "> {log} 2>&1"
