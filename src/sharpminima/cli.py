@@ -37,6 +37,14 @@ def _shape(text: str) -> tuple[int, ...]:
         raise UserError(f"--input-shape must be comma-separated integers, got {text!r}") from None
 
 
+def _settings(cls, args: argparse.Namespace, **overrides):
+    """A settings dataclass from the options of the same names; --threads applied on the way."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in fields} | overrides)
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from . import data
 
@@ -70,10 +78,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from .training import TrainConfig, train
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cfg = _settings(TrainConfig, args)
     train(cfg, args.data, args.out, device=args.device, log=_log, label=args.label)
     _log(f"wrote {args.out}")
 
@@ -82,10 +87,7 @@ def cmd_sharpness(args: argparse.Namespace) -> None:
     from .atomic import atomic_path
     from .sharpness import SharpnessConfig, run_sharpness
 
-    fields = {f.name for f in dataclasses.fields(SharpnessConfig)}
-    cfg = SharpnessConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cfg = _settings(SharpnessConfig, args)
     which = args.epoch if args.epoch is not None else "final"
     result = run_sharpness(args.run, cfg, which, args.data, args.device, args.cache_mb, _log)
     _log(
@@ -109,11 +111,7 @@ def cmd_tables(args: argparse.Namespace) -> None:
 def cmd_landscape(args: argparse.Namespace) -> None:
     from .landscape import LandscapeConfig, landscape
 
-    fields = {f.name for f in dataclasses.fields(LandscapeConfig)}
-    options = {k: v for k, v in vars(args).items() if k in fields}
-    cfg = LandscapeConfig(**{**options, "buffers": bool(args.buffers)})
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cfg = _settings(LandscapeConfig, args, buffers=bool(args.buffers))
     landscape(args.sb, args.lb, args.out, cfg, args.device, _log)
     _log(f"wrote {args.out}")
 
