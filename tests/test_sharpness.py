@@ -53,6 +53,7 @@ def test_linear_loss_full_space_maximum_is_the_vertex(eps):
     assert out["f_max"] == pytest.approx(f_max, rel=1e-10)
     assert out["phi"] == pytest.approx((f_max - 2.0) / 3.0 * 100, rel=1e-9)
     assert out["y_at_bound_fraction"] == 1.0
+    assert out["first_order_phi"] == pytest.approx(out["phi"], rel=1e-9)  # f is linear
 
 
 def test_linear_loss_random_subspace_uses_pseudo_inverse_box():
@@ -156,6 +157,7 @@ def test_full_space_phi_matches_the_hessian_for_small_eps():
     assert 0.5 * lam_max * b.min().item() ** 2 <= rise <= 0.5 * lam_max * (b**2).sum().item()
     assert 0.8 * best_vertex <= rise <= 1.01 * best_vertex  # L-BFGS-B is a local method
     assert out["phi"] == pytest.approx(rise / (1 + f_x) * 100)
+    assert out["first_order_phi"] < 1e-6 * out["phi"]  # at a minimizer the rise is curvature
     assert loss(theta, grad=False)[0] == pytest.approx(f_x)  # parameters restored
 
 

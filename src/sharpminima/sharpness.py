@@ -164,7 +164,11 @@ def maximise(loss: Loss, A, cfg: SharpnessConfig) -> dict[str, float | int | str
     """Maximise f(x + A y) over C_ε with L-BFGS-B; return φ and the solver's statistics."""
     x = loss.theta0
     bound = cfg.eps * (A.pinv(x).double().abs().cpu().numpy() + 1)
-    f_x, _ = loss(x, grad=False)
+    f_x, g_x = loss(x, grad=True)
+    # The rise a linear model of f would give: max over the box of ∇f(x)ᵀAy. Where φ is close to
+    # it, φ measures the gradient left at x (distance from a minimizer), not curvature.
+    g_sub = A.T(g_x).double().cpu().numpy()
+    first_order = float(np.abs(g_sub) @ bound)
     best = {"f": f_x}
 
     def objective(y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -204,6 +208,8 @@ def maximise(loss: Loss, A, cfg: SharpnessConfig) -> dict[str, float | int | str
         "evaluations": loss.evaluations,
         "message": " | ".join(messages),
         "max_bound_violation": violation,
+        "grad_norm": float(g_x.norm()),
+        "first_order_phi": first_order / (1 + f_x) * 100,
         "y_at_bound_fraction": float(np.mean(np.isclose(np.abs(y_best), bound, rtol=1e-6))),
     }
 
