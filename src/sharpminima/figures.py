@@ -60,9 +60,9 @@ def parametric(landscape_file: str | Path, out: str | Path) -> list[Path]:
             loss_ax.axvline(x, color="0.6", lw=0.6, zorder=0)
             loss_ax.annotate(
                 name,
-                (x, 1),
+                (x, 0),
                 xycoords=("data", "axes fraction"),
-                xytext=(2, -8),
+                xytext=(2, 3),
                 textcoords="offset points",
                 fontsize=7,
                 color="0.4",
