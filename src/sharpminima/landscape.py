@@ -64,7 +64,7 @@ def _identity(cfg: LandscapeConfig, sb: Run, lb: Run) -> str:
     return json.dumps(
         {
             "config": asdict(cfg),
-            "sb": sb.attrs["dataset_sha256"],
+            "data": sb.attrs["dataset_sha256"],
             "sb_run": str(sb.path),
             "lb_run": str(lb.path),
         },

@@ -160,6 +160,16 @@ class RandomSubspace:
         return torch.linalg.solve(self.gram, self.T(x))
 
 
+def _starts(cfg: SharpnessConfig, bound: np.ndarray) -> list[np.ndarray]:
+    """L-BFGS-B start points: y = 0, one uniform draw in C_ε, or y = 0 and `starts` draws."""
+    zero = np.zeros_like(bound)
+    if cfg.start == "zero":
+        return [zero]
+    rng = np.random.default_rng(cfg.seed)
+    draws = [rng.uniform(-bound, bound) for _ in range(1 if cfg.start == "random" else cfg.starts)]
+    return draws if cfg.start == "random" else [zero, *draws]
+
+
 def maximise(loss: Loss, A, cfg: SharpnessConfig) -> dict[str, float | int | str]:
     """Maximise f(x + A y) over C_ε with L-BFGS-B; return φ and the solver's statistics."""
     x = loss.theta0
@@ -178,13 +188,9 @@ def maximise(loss: Loss, A, cfg: SharpnessConfig) -> dict[str, float | int | str
             best.update(f=f, y=y.copy())
         return -f, -A.T(g).double().cpu().numpy()
 
-    rng = np.random.default_rng(cfg.seed)
-    starts = {"zero": [np.zeros(A.p)], "random": [rng.uniform(-bound, bound)]}.get(
-        cfg.start, [np.zeros(A.p)] + [rng.uniform(-bound, bound) for _ in range(cfg.starts)]
-    )
     nit = nfev = 0
     messages = []
-    for y0 in starts:
+    for y0 in _starts(cfg, bound):
         res = minimize(
             objective,
             y0,
