@@ -66,6 +66,7 @@ def test_loss_falls_and_run_file_is_complete(tmp_path, mnist_like):
     assert a["epochs"] == 4 and a["optimizer"] == "adam" and a["lr"] == 1e-3
     assert a["device"].startswith("cpu") and a["versions"]["torch"] == torch.__version__
     assert a["steps_per_epoch"] == 19 and a["n_train"] == 600
+    assert a["label"] == "" and run.label == "batch 32"  # unlabelled: named by its batch size
     init = build("F1", seed=3).state_dict()
     for k, v in run.state("init").items():
         assert torch.equal(v, init[k]), k

@@ -111,9 +111,9 @@ def landscape(
     dev = pick_device(device)
     model = build(str(sb.attrs["network"])).to(dev)
     params = {k for k, _ in model.named_parameters()}
-    floating = {k for k, v in sb.state().items() if v.is_floating_point()}
-    keys = floating if cfg.buffers else params
     x_sb = {k: v.to(dev) for k, v in sb.state().items()}
+    floating = {k for k, v in x_sb.items() if v.is_floating_point()}
+    keys = floating if cfg.buffers else params
     x_lb = {k: v.to(dev) for k, v in lb.state().items()}
     sets = {
         "train": (data.x_train.to(dev), data.y_train.to(dev)),

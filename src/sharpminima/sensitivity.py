@@ -88,10 +88,8 @@ def markdown(summary: pd.DataFrame, network: str) -> str:
 
 def figure(summary: pd.DataFrame, network: str, out: str | Path) -> list[Path]:
     """φ on a log axis: one panel per space × ε, bars per bn × start, SB beside LB."""
-    panels = summary[["space", "eps"]].drop_duplicates().itertuples(index=False)
-    panels = list(panels)
-    variants = summary[VARIANT].drop_duplicates().itertuples(index=False)
-    variants = list(variants)
+    panels = list(summary[["space", "eps"]].drop_duplicates().itertuples(index=False))
+    variants = list(summary[VARIANT].drop_duplicates().itertuples(index=False))
     regimes = list(dict.fromkeys(summary.regime))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(

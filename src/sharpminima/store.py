@@ -96,6 +96,11 @@ class Run:
             group = f[self._group(which)]
             return {k: torch.from_numpy(np.asarray(group[k][()])) for k in group}
 
+    @property
+    def label(self) -> str:
+        """The regime name tables use: the training label, else the batch size as configured."""
+        return str(self.attrs.get("label") or f"batch {self.attrs['batch_size_spec']:g}")
+
     def data(self, path: str | Path | None = None) -> Dataset:
         """The run's dataset with its training set cut to the examples the run trained on
         (the validation split removed), checked against the hash recorded at training time."""
@@ -122,7 +127,7 @@ class Run:
 def _decode(value: object) -> object:
     if isinstance(value, bytes):
         value = value.decode()
-    if isinstance(value, str) and value[:1] in "{[":
+    if isinstance(value, str) and value.startswith(("{", "[")):
         return json.loads(value)
     if isinstance(value, np.generic):
         return value.item()

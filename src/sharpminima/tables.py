@@ -45,7 +45,7 @@ def run_cells(run_files: Iterable[str | Path]) -> pd.DataFrame:
                 {
                     "table": 2,
                     "network": run.attrs["network"],
-                    "regime": run.attrs.get("label") or f"batch {run.attrs['batch_size_spec']:g}",
+                    "regime": run.label,
                     "metric": metric,
                     "eps": "",
                     "seed": run.attrs["seed"],

@@ -300,7 +300,7 @@ def train(
 ) -> Path:
     """Train one run into `out` (HDF5), resuming from `<out>.partial/` if it holds a checkpoint.
 
-    `label` names the regime in tables (e.g. 'SB'); it does not change the run.
+    `label` names the regime in tables (e.g. 'SB'; see `Run.label`); it does not change the run.
     """
     out = Path(out)
     data = load_dataset(dataset)
@@ -333,7 +333,7 @@ def train(
         per_epoch = (time.perf_counter() - started) / (trainer.epoch - first)
         log(_progress(trainer, per_epoch))
     log(f"stopped after epoch {trainer.epoch}: {trainer.done}")
-    _finish(trainer, data, Path(dataset), dev, work, out, label or f"batch {cfg.batch_size:g}")
+    _finish(trainer, data, Path(dataset), dev, work, out, label)
     return out
 
 
