@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import Bounds, minimize
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .errors import UserError
+from .lbfgsb import minimize_in_box
 from .models import evaluation
 from .store import Run
 from .training import chunks, device_name, pick_device, versions
@@ -191,16 +191,9 @@ def maximise(loss: Loss, A, cfg: SharpnessConfig) -> dict[str, float | int | str
     nit = nfev = 0
     messages = []
     for y0 in _starts(cfg, bound):
-        res = minimize(
-            objective,
-            y0,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=Bounds(-bound, bound),
-            options={"maxiter": cfg.iters, "gtol": cfg.gtol, "ftol": cfg.ftol},
-        )
-        nit, nfev = nit + int(res.nit), nfev + int(res.nfev)
-        messages.append(str(res.message))
+        res = minimize_in_box(objective, y0, -bound, bound, cfg.iters, cfg.gtol, cfg.ftol)
+        nit, nfev = nit + res.nit, nfev + res.nfev
+        messages.append(res.message)
     loss.restore()
     y_best = best.get("y", np.zeros(A.p))
     violation = float(np.max(np.abs(y_best) - bound).clip(min=0))
