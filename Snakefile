@@ -38,6 +38,15 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/landscape.smk"
 
 
+# ---- Jobs that run where Snakemake runs (seconds each; not worth a cluster queue) ----------
+localrules:
+    all,
+    tables,
+    figure_parametric,
+    sensitivity,
+    sensitivity_report,
+
+
 # ---- Targets ------------------------------------------------------------------------------
 rule all:
     default_target: True

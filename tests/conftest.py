@@ -12,6 +12,7 @@ from sharpminima.data import make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+SMOKE = REPO / "workflow" / "presets" / "smoke.yaml"
 
 
 def cli(*args: object, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -43,3 +44,24 @@ def mnist_like(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny.h5"
     make_synthetic(path, 600, 200, (1, 28, 28), 10, seed=0)
     return path
+
+
+def snakemake(workdir: Path, *args: object, check: bool = True) -> subprocess.CompletedProcess:
+    """Run this workflow in `workdir` on 2 cores; return the finished process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", REPO / "Snakefile", "--directory", workdir]
+        + ["--cores", "2", *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout + proc.stderr)
+    return proc
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """A finished local run of the smoke preset, shared by the tests that inspect or rerun it."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    snakemake(workdir, "--configfile", SMOKE)
+    return workdir

@@ -8,7 +8,7 @@ import torch
 from sharpminima.cli import main
 from sharpminima.data import load_dataset, make_synthetic
 
-from .conftest import SHARED_DATA, assert_one_line_error, cli
+from .conftest import REPO, SHARED_DATA, assert_one_line_error, cli
 
 
 def test_synthetic_roundtrip_is_seeded(tmp_path):
@@ -80,3 +80,14 @@ def test_damaged_dataset_is_refused(tmp_path, mnist_like, damage):
     proc = cli("train", "--network", "F1", "--data", bad, "--out", out, check=False)
     assert_one_line_error(proc, str(bad), "sharpminima prepare")
     assert not out.exists() and not out.with_name("run.h5.partial").exists()
+
+
+def test_hdf5_files_open_with_best_effort_locking(tmp_path, mnist_like):
+    """Network file systems often refuse locks; HDF5's default locking then fails every open."""
+    from sharpminima.atomic import open_h5
+
+    with open_h5(mnist_like) as f:
+        assert f.id.get_access_plist().get_file_locking() == (True, True)  # lock, ignore refusal
+    src = (REPO / "src" / "sharpminima").glob("*.py")
+    offenders = [p.name for p in src if "h5py.File(" in p.read_text() and p.name != "atomic.py"]
+    assert offenders == [], "open HDF5 files through atomic.open_h5"

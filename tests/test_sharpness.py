@@ -185,7 +185,13 @@ def test_network_sharpness_iterates_and_leaves_model_unchanged():
     x, y = torch.randn(200, 5), torch.randint(0, 3, (200,))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for space in ("full", "random"):
-        out = sharpness(model, x, y, SharpnessConfig(space=space, dim=10, chunk=50, iters=5))
+        lines = []
+        cfg = SharpnessConfig(space=space, dim=10, chunk=50, iters=5)
+        out = sharpness(model, x, y, cfg, log=lines.append)
+        assert len(lines) == out["nit"] and lines[-1].startswith(
+            f"start 1/1 iteration {out['nit']}/5"
+        )
+        assert "min left" in lines[0]
         assert out["phi"] > 0 and out["nit"] >= 1 and out["nfev"] >= out["nit"]
         assert out["max_bound_violation"] == 0
         assert out["dim"] == (out["n_params"] if space == "full" else 10)

@@ -50,6 +50,14 @@ def test_stopper_rules():
     assert all(fixed.update(e, {"train_loss": 1.0}) is None for e in range(50))
 
 
+def test_progress_bar_only_when_asked(tmp_path, mnist_like, capsys):
+    cfg = TrainConfig("F1", batch_size=100, max_epochs=1, stop="fixed", eval_chunk=200)
+    train(cfg, mnist_like, tmp_path / "quiet.h5", device="cpu", **QUIET)
+    assert "batch" not in capsys.readouterr().err
+    train(cfg, mnist_like, tmp_path / "bar.h5", device="cpu", bar=True, **QUIET)
+    assert "/6 [" in capsys.readouterr().err  # a bar over the 6 batches of 100
+
+
 def test_loss_falls_and_run_file_is_complete(tmp_path, mnist_like):
     cfg = TrainConfig(
         "F1", batch_size=32, seed=3, max_epochs=4, stop="fixed", save_every=2, eval_chunk=200

@@ -1,35 +1,12 @@
 """The Snakemake DAG: dry runs of the default study, and the smoke preset run end to end."""
 
-import subprocess
-import sys
+import re
 
 import pytest
 
 from sharpminima.store import Run
 
-from .conftest import REPO
-
-
-def snakemake(workdir, *args, check=True):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            REPO / "Snakefile",
-            "--directory",
-            workdir,
-            "--cores",
-            "2",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(proc.stdout + proc.stderr)
-    return proc
+from .conftest import REPO, SMOKE, snakemake
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -59,6 +36,22 @@ def test_default_study_dry_run(tmp_path):
     assert "results/runs/F1/LB/seed4.h5" in proc.stdout
 
 
+def test_paper_preset_builds_all_six_networks(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--configfile", REPO / "workflow/presets/paper.yaml")
+    assert job_counts(proc.stdout) == {
+        "prepare_dataset": 4,  # MNIST, TIMIT, CIFAR-10, CIFAR-100
+        "train": 6 * 2 * 5,  # networks × regimes × trials
+        "landscape": 6 * 2,
+        "sharpness": 60 * 2 * 2,  # runs × spaces × ε
+        "figure_parametric": 12,
+        "tables": 1,
+        "all": 1,
+        "total": 330,
+    }
+    train_jobs = proc.stdout.split("rule train:")[1:]
+    assert len(train_jobs) == 60 and all("gpu=1" in job.split("rule ")[0] for job in train_jobs)
+
+
 def test_sensitivity_report_dry_run(tmp_path):
     proc = snakemake(tmp_path, "sensitivity_report", "-n", "--configfile", REPO / "config.yaml")
     counts = job_counts(proc.stdout)
@@ -67,38 +60,127 @@ def test_sensitivity_report_dry_run(tmp_path):
     assert "full_eps0.0005_bnrunning_multistart.json" in proc.stdout
 
 
-def test_bad_config_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("trials=0", ["config: trials: 0 is less than the minimum of 1"]),
+        ("sharpness={'epsilon': 1}", ["config: sharpness:", "'epsilon' was unexpected"]),
+        ("training={'stop': 'never'}", ["config: training.stop: 'never' is not one of"]),
+        ("networks={'F1': {'dataset': 'cifar10'}}", ["networks.F1.dataset: 'cifar10' is not"]),
+        ("networks={'F9': {'dataset': 'mnist'}}", ["config: networks: 'F9' is not one of"]),
+    ],
+)
+def test_bad_config_stops_with_one_line(tmp_path, override, words):
+    proc = snakemake(
+        tmp_path, "-n", "--configfile", REPO / "config.yaml", "--config", override, check=False
+    )
+    assert proc.returncode == 1
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert all(w in lines[0] for w in words), lines[0]
+    assert "workflow/schemas/" in lines[0] or "datasets" in lines[0]
+
+
+def test_network_training_overrides_are_checked_and_not_filled(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("networks:\n  F1:\n    dataset: cifar10\n")
-    proc = snakemake(tmp_path, "-n", "--configfile", REPO / "config.yaml", bad, check=False)
-    assert proc.returncode != 0
-    assert "networks.F1.dataset is 'cifar10'" in proc.stdout + proc.stderr
+    bad.write_text(
+        "datasets: {mnist: {source: mnist}}\n"
+        "networks: {F1: {dataset: mnist, training: {patience: 0}}}\n"
+    )
+    proc = snakemake(tmp_path, "-n", "--configfile", bad, check=False)
+    assert "config: networks.F1.training.patience: 0 is less than the minimum of 1" in (
+        proc.stdout + proc.stderr
+    )
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "datasets: {mnist: {source: mnist}}\ntraining: {max_epochs: 7}\n"
+        "networks: {F1: {dataset: mnist, training: {patience: 3}}}\n"
+    )
+    shell = snakemake(tmp_path, "results/runs/F1/SB/seed0.h5", "-n", "-p", "--configfile", good)
+    assert "--max-epochs 7" in shell.stdout and "--patience 3" in shell.stdout
 
 
 @pytest.mark.slow
-def test_smoke_preset_runs_whole_chain(tmp_path):
-    snakemake(tmp_path, "--configfile", REPO / "workflow/presets/smoke.yaml")
-    runs = sorted((tmp_path / "results/runs/F1").glob("*/seed*.h5"))
-    assert [p.relative_to(tmp_path / "results/runs/F1").as_posix() for p in runs] == [
+def test_smoke_preset_runs_whole_chain(smoke_run):
+    runs = sorted((smoke_run / "results/runs/F1").glob("*/seed*.h5"))
+    assert [p.relative_to(smoke_run / "results/runs/F1").as_posix() for p in runs] == [
         "LB/seed0.h5",
         "LB/seed1.h5",
         "SB/seed0.h5",
         "SB/seed1.h5",
     ]
-    lb, sb = Run(tmp_path / "results/runs/F1/LB/seed1.h5"), Run(runs[-1])
+    lb, sb = Run(smoke_run / "results/runs/F1/LB/seed1.h5"), Run(runs[-1])
     assert sb.attrs["batch_size"] == 32 and lb.attrs["batch_size"] == 50  # 10% of 500
-    assert (tmp_path / "logs/train/F1/SB/seed1.log").read_text().count("epoch ") >= 1
+    assert (smoke_run / "logs/train/F1/SB/seed1.log").read_text().count("epoch ") >= 1
     assert lb.attrs["label"] == "LB"
     for n in (2, 3, 4):
-        table = (tmp_path / f"results/tables/table{n}.md").read_text()
+        table = (smoke_run / f"results/tables/table{n}.md").read_text()
         assert "| F1 |" in table and "F1 on synthetic" in table
-    phi = sorted((tmp_path / "results/sharpness/F1").glob("*/seed*/*.json"))
+    phi = sorted((smoke_run / "results/sharpness/F1").glob("*/seed*/*.json"))
     assert len(phi) == 2 * 2 * 2  # regimes × trials × spaces
     for kind in ("linear", "curvilinear"):
         for ext in ("png", "pdf"):
-            assert (tmp_path / f"results/figures/F1/seed0/{kind}.{ext}").stat().st_size > 5000
-    # A finished workflow has nothing left to do.
-    assert (
-        "Nothing to be done"
-        in snakemake(tmp_path, "-n", "--configfile", REPO / "workflow/presets/smoke.yaml").stdout
+            assert (smoke_run / f"results/figures/F1/seed0/{kind}.{ext}").stat().st_size > 5000
+    bench = smoke_run / "results/benchmarks/train/F1/SB/seed0.tsv"
+    assert bench.read_text().startswith("s\th:m:s\tmax_rss")
+
+
+def rerun_plan(workdir, overlay: str = "") -> tuple[dict[str, int], set[str]]:
+    """Jobs (per rule) and reasons of a dry run of the smoke preset with `overlay` merged in."""
+    extra = workdir / "overlay.yaml"
+    extra.write_text(overlay or "{}\n")
+    out = snakemake(workdir, "-n", "--configfile", SMOKE, extra).stdout
+    if "Nothing to be done" in out:
+        return {}, set()
+    return job_counts(out), set(re.findall(r"reason: ([^;\n]+)", out))
+
+
+@pytest.mark.slow
+def test_finished_run_reruns_nothing(smoke_run):
+    assert rerun_plan(smoke_run) == ({}, set())
+    # Reordered keys are the same settings.
+    reordered = "figures: {dpi: 300, font_size: 8, height: 2.4, width: 3.4}\n"
+    assert rerun_plan(smoke_run, reordered) == ({}, set())
+
+
+@pytest.mark.slow
+def test_figure_style_change_redraws_figures_only(smoke_run):
+    counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
+    assert counts == {"figure_parametric": 2, "all": 1, "total": 3}
+    assert any(r.startswith("Params have changed since last execution") for r in reasons)
+
+
+@pytest.mark.slow
+def test_sharpness_change_never_retrains(smoke_run):
+    counts, _ = rerun_plan(smoke_run, "sharpness: {eps: [0.002], spaces: [full, random]}\n")
+    assert counts == {"sharpness": 8, "tables": 1, "all": 1, "total": 10}
+    counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
+    assert counts == {"sharpness": 8, "tables": 1, "all": 1, "total": 10}
+    assert any(r.startswith("Params have changed since last execution") for r in reasons)
+
+
+@pytest.mark.slow
+def test_training_change_reruns_that_network_and_descendants(smoke_run):
+    counts, reasons = rerun_plan(
+        smoke_run, "networks: {F1: {dataset: tiny, training: {max_epochs: 2}}}\n"
     )
+    assert "prepare_dataset" not in counts
+    assert counts == {
+        "train": 4,
+        "sharpness": 8,
+        "landscape": 2,
+        "figure_parametric": 2,
+        "tables": 1,
+        "all": 1,
+        "total": 18,
+    }
+    assert any(r.startswith("Params have changed since last execution") for r in reasons)
+
+
+@pytest.mark.slow
+def test_report_gathers_tables_and_figures_with_captions(smoke_run):
+    snakemake(smoke_run, "--configfile", SMOKE, "--report", "report.html")
+    html = (smoke_run / "report.html").read_text()
+    for words in ("Tables 2-4", "Figures 3 and 7: parametric plots", "small-batch minimizer"):
+        assert words in html, words
+    assert rerun_plan(smoke_run) == ({}, set())  # a report changes nothing

@@ -1,4 +1,4 @@
-"""Atomic file output: a finished path only ever holds a finished file."""
+"""File safety: a finished path only ever holds a finished file; HDF5 opens that work on NFS."""
 
 from __future__ import annotations
 
@@ -6,6 +6,16 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import h5py
+
+
+def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
+    """h5py.File with best-effort locking: HDF5 locks where the file system can, and carries on
+    where it cannot (NFS and Lustre often refuse locks, and HDF5's default then fails every open).
+    Nothing relies on the locks: each file has one writer, and readers open finished files.
+    """
+    return h5py.File(path, mode, locking="best-effort")
 
 
 @contextmanager

@@ -39,7 +39,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def _settings(cls, args: argparse.Namespace, **overrides):
     """A settings dataclass from the options of the same names; --threads applied on the way."""
-    if args.threads:
+    if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in vars(args).items() if k in fields} | overrides)
@@ -79,7 +79,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .training import TrainConfig, train
 
     cfg = _settings(TrainConfig, args)
-    train(cfg, args.data, args.out, device=args.device, log=_log, label=args.label)
+    bar = sys.stderr.isatty()  # a terminal: a bar within epochs; a log file: plain lines only
+    train(cfg, args.data, args.out, device=args.device, log=_log, label=args.label, bar=bar)
     _log(f"wrote {args.out}")
 
 
@@ -121,15 +122,25 @@ def cmd_figure(args: argparse.Namespace) -> None:
 
     if args.kind != "parametric":
         raise UserError(f"unknown figure {args.kind!r}: use 'parametric'")
-    for path in figures.parametric(args.input, args.out):
+    for path in figures.parametric(args.input, args.out, _settings(figures.Style, args)):
         _log(f"wrote {path}")
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
+    from .figures import Style
     from .sensitivity import report
 
-    for path in report(args.sharpness, args.out_dir):
+    for path in report(args.sharpness, args.out_dir, _settings(Style, args)):
         _log(f"wrote {path}")
+
+
+def _style_options(p: argparse.ArgumentParser) -> None:
+    """Figure style: the config's `figures` section; unset options keep figures.Style's."""
+    keep = argparse.SUPPRESS
+    p.add_argument("--width", type=float, default=keep, help="inches (default: one column, 3.4)")
+    p.add_argument("--height", type=float, default=keep, help="panel height, inches (2.4)")
+    p.add_argument("--font-size", type=float, default=keep, help="points (8)")
+    p.add_argument("--dpi", type=int, default=keep, help="PNG resolution (300)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -236,11 +247,13 @@ def parser() -> argparse.ArgumentParser:
     fg.add_argument("kind", help="parametric (Figures 3 and 7, from a landscape file)")
     fg.add_argument("input", help="input file (landscape .h5)")
     fg.add_argument("--out", required=True, help="output path; .png and .pdf are written")
+    _style_options(fg)
     fg.set_defaults(func=cmd_figure)
 
     se = sub.add_parser("sensitivity", help="φ by BatchNorm mode x start x ε: table and figure")
     se.add_argument("sharpness", nargs="+", help="sharpness JSON files of one network")
     se.add_argument("--out-dir", required=True, help="folder for sensitivity.{csv,md,png,pdf}")
+    _style_options(se)
     se.set_defaults(func=cmd_sensitivity)
 
     tb = sub.add_parser("tables", help="Tables 2-4: mean ± std over trials beside the paper")

@@ -13,11 +13,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_path, open_h5
 from .errors import UserError
 
 FORMAT = "sharpminima-dataset"
@@ -71,7 +70,7 @@ def write_dataset(
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if len(x) != len(y):
             raise ValueError(f"{split}: {len(x)} inputs but {len(y)} labels")
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(out) as tmp, open_h5(tmp, "w") as f:
         for key in SPLITS:
             dtype = np.int64 if key.startswith("y") else arrays[key].dtype
             f.create_dataset(key, data=np.asarray(arrays[key], dtype=dtype))
@@ -102,7 +101,7 @@ def load_dataset(path: str | Path) -> Dataset:
     if not path.is_file():
         raise UserError(f"dataset file {path} does not exist: create it with `sharpminima prepare`")
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
                 raise _fail(path, f"is not a {FORMAT} file")
             missing = [k for k in SPLITS if k not in f]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -12,16 +13,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .atomic import atomic_path  # noqa: E402
 from .landscape import read_landscape  # noqa: E402
 
-COLUMN_WIDTH_IN = 3.4  # one column of a two-column paper
-STYLE = {
-    "font.size": 8,
-    "axes.labelsize": 8,
-    "legend.fontsize": 7,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "lines.linewidth": 1.2,
-    "savefig.dpi": 300,
-}
+
+@dataclass(frozen=True)
+class Style:
+    """What a user tunes for a venue (config key `figures`); changing it redraws figures only."""
+
+    width: float = 3.4  # inches: one column of a two-column paper
+    height: float = 2.4  # inches, of one panel
+    font_size: float = 8.0  # points; tick labels and legends one point smaller
+    dpi: int = 300  # of the PNG (the PDF is vector)
+
+    def rc(self) -> dict[str, float]:
+        small = self.font_size - 1
+        return {
+            "font.size": self.font_size,
+            "axes.labelsize": self.font_size,
+            "legend.fontsize": small,
+            "xtick.labelsize": small,
+            "ytick.labelsize": small,
+            "lines.linewidth": 1.2,
+            "savefig.dpi": self.dpi,
+        }
+
+
+DEFAULT_STYLE = Style()
 
 
 def save(fig: plt.Figure, out: str | Path) -> list[Path]:
@@ -37,12 +52,14 @@ def save(fig: plt.Figure, out: str | Path) -> list[Path]:
     return written
 
 
-def parametric(landscape_file: str | Path, out: str | Path) -> list[Path]:
+def parametric(
+    landscape_file: str | Path, out: str | Path, style: Style = DEFAULT_STYLE
+) -> list[Path]:
     """Figure 3 / 7: cross-entropy (left axis) and accuracy (right axis) along the curve,
     train solid and test dashed; α = 0 is the SB minimizer and α = 1 the LB one."""
     attrs, d = read_landscape(landscape_file)
-    with plt.rc_context(STYLE):
-        fig, loss_ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
+    with plt.rc_context(style.rc()):
+        fig, loss_ax = plt.subplots(figsize=(style.width, style.height))
         acc_ax = loss_ax.twinx()
         loss_ax.plot(d["alpha"], d["train_loss"], "b-")
         loss_ax.plot(d["alpha"], d["test_loss"], "b--")
@@ -64,7 +81,7 @@ def parametric(landscape_file: str | Path, out: str | Path) -> list[Path]:
                 xycoords=("data", "axes fraction"),
                 xytext=(2, 3),
                 textcoords="offset points",
-                fontsize=7,
+                fontsize=style.font_size - 1,
                 color="0.4",
             )
         loss_ax.plot([], [], "k-", label="train")

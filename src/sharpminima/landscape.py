@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .atomic import open_h5
 from .errors import UserError
 from .models import build
 from .store import Run
@@ -76,14 +77,14 @@ def _open_cache(path: Path, identity: str, alphas: np.ndarray) -> h5py.File:
     """The partial file if it is readable and for the same curve, else a fresh one."""
     if path.exists():
         try:
-            f = h5py.File(path, "a")
+            f = open_h5(path, "a")
             if f.attrs.get("identity") == identity and f["train_loss"].shape == alphas.shape:
                 return f
             f.close()
         except (OSError, KeyError):
             pass
         path.unlink()
-    f = h5py.File(path, "w")
+    f = open_h5(path, "w")
     f.attrs["identity"] = identity
     f.create_dataset("alpha", data=alphas)
     for column in COLUMNS:
@@ -153,7 +154,7 @@ def landscape(
 def read_landscape(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Attributes and columns (alpha, train/test loss/acc) of a landscape file."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path, "r") as f:
             return dict(f.attrs), {k: f[k][()] for k in ("alpha", *COLUMNS)}
     except (OSError, KeyError) as e:
         raise UserError(

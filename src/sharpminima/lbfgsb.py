@@ -39,10 +39,12 @@ def minimize_in_box(
     ftol: float = 2.2204460492503131e-09,
     maxcor: int = 10,
     maxls: int = 20,
+    on_iteration: Callable[[int], None] | None = None,
 ) -> BoxResult:
     """Minimise `fun` (returning f and ∇f) over lower ≤ x ≤ upper, as `minimize` would.
 
-    `fun` gets setulb's working array: it must copy x to keep it.
+    `fun` gets setulb's working array: it must copy x to keep it. `on_iteration(nit)` is
+    called as each iteration ends (for progress reports).
     """
     n, m = x0.size, maxcor
     lower = np.ascontiguousarray(lower, np.float64)
@@ -67,6 +69,8 @@ def minimize_in_box(
             nfev += 1
         elif task[0] == NEW_X:
             nit += 1
+            if on_iteration is not None:
+                on_iteration(nit)
             if nit >= maxiter:
                 task[0], task[1] = STOP, ITERATIONS_REACHED
         else:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .figures import COLUMN_WIDTH_IN, STYLE, plt, save
+from .figures import DEFAULT_STYLE, Style, plt, save
 
 VARIANT = ["bn", "start"]
 ROW = ["regime", "space", "eps"]
@@ -86,16 +86,18 @@ def markdown(summary: pd.DataFrame, network: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(summary: pd.DataFrame, network: str, out: str | Path) -> list[Path]:
+def figure(
+    summary: pd.DataFrame, network: str, out: str | Path, style: Style = DEFAULT_STYLE
+) -> list[Path]:
     """φ on a log axis: one panel per space × ε, bars per bn × start, SB beside LB."""
     panels = list(summary[["space", "eps"]].drop_duplicates().itertuples(index=False))
     variants = list(summary[VARIANT].drop_duplicates().itertuples(index=False))
     regimes = list(dict.fromkeys(summary.regime))
-    with plt.rc_context(STYLE):
+    with plt.rc_context(style.rc()):
         fig, axes = plt.subplots(
             1,
             len(panels),
-            figsize=(1.3 * COLUMN_WIDTH_IN * len(panels), 2.6),
+            figsize=(1.3 * style.width * len(panels), style.height + 0.2),
             squeeze=False,
             sharey=True,
         )
@@ -121,7 +123,9 @@ def figure(summary: pd.DataFrame, network: str, out: str | Path) -> list[Path]:
         return save(fig, out)
 
 
-def report(json_files: Iterable[str | Path], out_dir: str | Path) -> list[Path]:
+def report(
+    json_files: Iterable[str | Path], out_dir: str | Path, style: Style = DEFAULT_STYLE
+) -> list[Path]:
     """sensitivity.{csv,md,png,pdf} in `out_dir`."""
     out_dir = Path(out_dir)
     results = collect(json_files)
@@ -134,5 +138,5 @@ def report(json_files: Iterable[str | Path], out_dir: str | Path) -> list[Path]:
     return [
         out_dir / "sensitivity.csv",
         out_dir / "sensitivity.md",
-        *figure(summary, network, out_dir / "sensitivity.png"),
+        *figure(summary, network, out_dir / "sensitivity.png", style),
     ]

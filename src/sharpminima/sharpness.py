@@ -170,8 +170,13 @@ def _starts(cfg: SharpnessConfig, bound: np.ndarray) -> list[np.ndarray]:
     return draws if cfg.start == "random" else [zero, *draws]
 
 
-def maximise(loss: Loss, A, cfg: SharpnessConfig) -> dict[str, float | int | str]:
-    """Maximise f(x + A y) over C_ε with L-BFGS-B; return φ and the solver's statistics."""
+def maximise(
+    loss: Loss, A, cfg: SharpnessConfig, log: Callable[[str], None] | None = None
+) -> dict[str, float | int | str]:
+    """Maximise f(x + A y) over C_ε with L-BFGS-B; return φ and the solver's statistics.
+
+    `log` gets one line per L-BFGS-B iteration: φ so far and the time left.
+    """
     x = loss.theta0
     bound = cfg.eps * (A.pinv(x).double().abs().cpu().numpy() + 1)
     f_x, g_x = loss(x, grad=True)
@@ -190,8 +195,23 @@ def maximise(loss: Loss, A, cfg: SharpnessConfig) -> dict[str, float | int | str
 
     nit = nfev = 0
     messages = []
-    for y0 in _starts(cfg, bound):
-        res = minimize_in_box(objective, y0, -bound, bound, cfg.iters, cfg.gtol, cfg.ftol)
+    starts = _starts(cfg, bound)
+    started = time.perf_counter()
+
+    def progress(start: int, it: int) -> None:
+        done = start * cfg.iters + it
+        left = (time.perf_counter() - started) / done * (len(starts) * cfg.iters - done)
+        phi = (best["f"] - f_x) / (1 + f_x) * 100
+        log(
+            f"start {start + 1}/{len(starts)} iteration {it}/{cfg.iters}: phi so far {phi:.4g} "
+            f"({loss.evaluations} evaluations, about {left / 60:.1f} min left)"
+        )
+
+    for i, y0 in enumerate(starts):
+        hook = None if log is None else (lambda it, i=i: progress(i, it))
+        res = minimize_in_box(
+            objective, y0, -bound, bound, cfg.iters, cfg.gtol, cfg.ftol, on_iteration=hook
+        )
         nit, nfev = nit + res.nit, nfev + res.nfev
         messages.append(res.message)
     loss.restore()
@@ -219,6 +239,7 @@ def sharpness(
     y: torch.Tensor,
     cfg: SharpnessConfig,
     cache_mb: float = 2048,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """φ of `model`'s current parameters on (x, y); the model is left unchanged."""
     cfg.check()
@@ -230,7 +251,7 @@ def sharpness(
         A = Identity(n)
     else:
         A = RandomSubspace(n, cfg.dim, cfg.seed, device, loss.theta0.dtype, cache_mb)
-    result = maximise(loss, A, cfg)
+    result = maximise(loss, A, cfg, log)
     result.update(asdict(cfg), n_params=n, dim=A.p, seconds=time.perf_counter() - start)
     return result
 
@@ -252,7 +273,7 @@ def run_sharpness(
     model = run.model(which).to(dev)
     n = len(data.x_train)
     log(f"sharpness of {run_path} ({which}) on {n} examples, {device_name(dev)}: {cfg}")
-    result = sharpness(model, data.x_train.to(dev), data.y_train.to(dev), cfg, cache_mb)
+    result = sharpness(model, data.x_train.to(dev), data.y_train.to(dev), cfg, cache_mb, log)
     result.update(
         run=str(run_path),
         iterate=which,

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .atomic import atomic_path
+from .atomic import atomic_path, open_h5
 from .data import Dataset, load_dataset
 from .errors import UserError
 from .models import build
@@ -42,7 +42,7 @@ def write_run(
 ) -> None:
     """Write a finished run atomically. `iterates` may be a generator, so that one state at a
     time is in memory however many epochs were kept."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, open_h5(tmp, "w") as f:
         f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION)
         for key, value in attrs.items():
             f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
@@ -65,7 +65,7 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
-            with h5py.File(self.path, "r") as f:
+            with open_h5(self.path, "r") as f:
                 if f.attrs.get("format") != FORMAT:
                     raise UserError(f"{self.path} is not a {FORMAT} file: pass a training run")
                 self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
@@ -92,7 +92,7 @@ class Run:
 
     def state(self, which: str | int = "final") -> dict[str, torch.Tensor]:
         """The full model state (weights and BatchNorm buffers): 'init', 'final' or an epoch."""
-        with h5py.File(self.path, "r") as f:
+        with open_h5(self.path, "r") as f:
             group = f[self._group(which)]
             return {k: torch.from_numpy(np.asarray(group[k][()])) for k in group}
 

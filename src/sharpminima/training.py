@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from . import __version__
 from .atomic import atomic_path
@@ -208,6 +209,7 @@ class Trainer:
         self.stopper = Stopper(cfg.stop, cfg.patience, cfg.rel_tol)
         self.history: list[dict[str, float]] = []
         self.epoch, self.done = 0, None
+        self.bar = False  # a progress bar within each epoch (terminals only; logs get lines)
         torch.manual_seed(cfg.seed)  # dropout masks
 
     def identity(self) -> dict:
@@ -218,7 +220,10 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         perm = torch.randperm(self.n_train, generator=self.shuffle).to(self.device)
-        for s in chunks(self.n_train, self.batch):
+        batches = list(chunks(self.n_train, self.batch))
+        if self.bar:
+            batches = tqdm(batches, desc=f"epoch {self.epoch}", unit="batch", leave=False)
+        for s in batches:
             idx = perm[s]
             loss = F.cross_entropy(self.model(self.x[idx]), self.y[idx])
             self.opt.zero_grad(set_to_none=True)
@@ -297,15 +302,18 @@ def train(
     device: str = "auto",
     log: Callable[[str], None] = print,
     label: str = "",
+    bar: bool = False,
 ) -> Path:
     """Train one run into `out` (HDF5), resuming from `<out>.partial/` if it holds a checkpoint.
 
     `label` names the regime in tables (e.g. 'SB'; see `Run.label`); it does not change the run.
+    `bar` shows a progress bar over each epoch's batches (on stderr), besides the epoch lines.
     """
     out = Path(out)
     data = load_dataset(dataset)
     dev = pick_device(device)
     trainer = Trainer(cfg, data, dev, log)
+    trainer.bar = bar
     log(f"training {out} on {device_name(dev)} ({torch.get_num_threads()} threads): {cfg}")
     work = out.with_name(out.name + ".partial")
     ckpt = _load_checkpoint(work, trainer)

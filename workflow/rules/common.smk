@@ -1,28 +1,55 @@
 # Shared helpers: config validation, path patterns and per-rule parameters.
 import os
+import sys
 from pathlib import Path
 
+import jsonschema
+import yaml
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
-validate(config["training"], schema="../schemas/training.schema.yaml")
+SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+
+
+def check_config(data, schema, where="", fill=True):
+    """Fill the schema's defaults into `data` (if `fill`), or stop with one line naming the
+    bad key: a jsonschema report is a page long and names the key only in its middle.
+    """
+    path = SCHEMAS / schema
+    spec = yaml.safe_load(path.read_text())
+    errors = jsonschema.validators.validator_for(spec)(spec).iter_errors(data)
+    first = min(errors, key=lambda e: [str(k) for k in e.absolute_path], default=None)
+    if first is not None:
+        key = (
+            ".".join([where, *map(str, first.absolute_path)]).strip(".") or "top level"
+        )
+        sys.exit(
+            f"config: {key}: {first.message} (keys and allowed values: "
+            f"{path.relative_to(workflow.basedir)})"
+        )
+    if fill:
+        validate(data, schema=str(path))
+
+
+check_config(config, "config.schema.yaml")
+check_config(config["training"], "training.schema.yaml", "training")
 
 
 def training_config(network):
     """The global training protocol with this network's overrides applied (and checked)."""
-    merged = {**config["training"], **config["networks"][network].get("training", {})}
-    validate(merged, schema="../schemas/training.schema.yaml", set_default=False)
-    return merged
+    overrides = config["networks"][network].get("training", {})
+    check_config(
+        overrides, "training.schema.yaml", f"networks.{network}.training", fill=False
+    )
+    return {**config["training"], **overrides}
 
 
 for _net, _entry in config["networks"].items():
     if _entry["dataset"] not in config["datasets"]:
-        raise ValueError(
-            f"config: networks.{_net}.dataset is {_entry['dataset']!r}, which is not a key of "
+        sys.exit(
+            f"config: networks.{_net}.dataset: {_entry['dataset']!r} is not a key of "
             f"datasets ({', '.join(config['datasets'])}): add it there or fix the name"
         )
 
-# Validated here, while the schema path resolves relative to this file.
 TRAINING = {net: training_config(net) for net in config["networks"]}
 
 
@@ -38,16 +65,22 @@ def src(*modules):
 
 
 def cli_args(options):
-    """Render {"max_epochs": 3, "lr": None} as "--max-epochs 3" (None means: default)."""
+    """Render {"max_epochs": 3, "lr": None} as "--max-epochs 3" (None means: default).
+
+    Sorted, so that reordering keys in a config file (or merging one over another) leaves the
+    params, and so Snakemake's rerun trigger, untouched.
+    """
     return " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in sorted(options.items())
+        if v is not None
     )
 
 
 def dataset_options(dataset):
     entry = dict(config["datasets"][dataset])
     source = entry.pop("source")
-    if source == "mnist":
+    if source != "synthetic":  # read from (or downloaded to) data_root
         entry["root"] = config["data_root"]
     if "input_shape" in entry:
         entry["input_shape"] = ",".join(map(str, entry["input_shape"]))
@@ -100,6 +133,23 @@ def sensitivity_inputs(wildcards):
 
 # Tables 2 (accuracy), 3 (full-space φ) and 4 (random-subspace φ) that the config produces.
 TABLES = [2] + [{"full": 3, "random": 4}[s] for s in config["sharpness"]["spaces"]]
+
+
+def table_outputs():
+    """Each table as CSV (in the report, one entry per table) and Markdown."""
+    entry = report  # a line that starts with `report` is read as the report: directive
+    caption, category = "../report/tables.rst", "Tables 2-4"
+    csv = [
+        entry(
+            f"results/tables/table{n}.csv",
+            caption,
+            category,
+            "all networks",
+            {"table": n},
+        )
+        for n in TABLES
+    ]
+    return csv + expand("results/tables/table{n}.md", n=TABLES)
 
 
 def landscape_options():

@@ -10,6 +10,7 @@ rule prepare_dataset:
         "logs/prepare/{dataset}.log",
     conda:
         "../../envs/sharpminima.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,

@@ -16,6 +16,7 @@ rule landscape:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=config["gpu"],
     params:
         options=lambda wc: cli_args(landscape_options()),
     shell:
@@ -28,14 +29,23 @@ rule figure_parametric:
         h5=rules.landscape.output.h5,
         code=src("landscape", "figures"),
     output:
-        png="results/figures/{network}/seed{seed}/{kind}.png",
+        png=report(
+            "results/figures/{network}/seed{seed}/{kind}.png",
+            caption="../report/parametric.rst",
+            category="Figures 3 and 7: parametric plots",
+            subcategory="{network}",
+            labels={"network": "{network}", "trial": "{seed}", "curve": "{kind}"},
+        ),
         pdf="results/figures/{network}/seed{seed}/{kind}.pdf",
     log:
         "logs/figures/{network}/seed{seed}/{kind}.log",
     conda:
         "../../envs/sharpminima.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        style=cli_args(config["figures"]),
     shell:
-        "sharpminima figure parametric {input.h5} --out {output.png} > {log} 2>&1"
+        "sharpminima figure parametric {input.h5} --out {output.png} {params.style} > {log} 2>&1"

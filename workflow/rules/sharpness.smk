@@ -11,6 +11,8 @@ rule sharpness:
         json="results/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.json",
     log:
         "logs/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.log",
+    benchmark:
+        "results/benchmarks/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.tsv"
     conda:
         "../../envs/sharpminima.yaml"
     threads: config["sharpness_threads"]
@@ -18,6 +20,7 @@ rule sharpness:
         cache_mb=config["sharpness"]["cache_mb"],  # memory for A; no effect on φ, so no rerun
         mem_mb=8000 + config["sharpness"]["cache_mb"],
         runtime=120,
+        gpu=config["gpu"],
     params:
         options=lambda wc: cli_args(sharpness_options()),
     shell:
@@ -34,15 +37,24 @@ rule sensitivity:
     output:
         csv="results/sensitivity/{network}/sensitivity.csv",
         md="results/sensitivity/{network}/sensitivity.md",
-        png="results/sensitivity/{network}/sensitivity.png",
+        png=report(
+            "results/sensitivity/{network}/sensitivity.png",
+            caption="../report/sensitivity.rst",
+            category="Sharpness sensitivity",
+            subcategory="{network}",
+            labels={"network": "{network}"},
+        ),
         pdf="results/sensitivity/{network}/sensitivity.pdf",
     log:
         "logs/sensitivity/{network}.log",
     conda:
         "../../envs/sharpminima.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        style=cli_args(config["figures"]),
     shell:
         "sharpminima sensitivity {input.sharpness} --out-dir results/sensitivity/{wildcards.network} "
-        "> {log} 2>&1"
+        "{params.style} > {log} 2>&1"

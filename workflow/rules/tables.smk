@@ -7,11 +7,12 @@ rule tables:
         sharpness=all_sharpness(),
         code=src("data", "models", "store", "tables", "paper_values.csv"),
     output:
-        expand("results/tables/table{n}.{ext}", n=TABLES, ext=["csv", "md"]),
+        table_outputs(),
     log:
         "logs/tables.log",
     conda:
         "../../envs/sharpminima.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,

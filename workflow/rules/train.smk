@@ -9,12 +9,15 @@ rule train:
         run="results/runs/{network}/{regime}/seed{seed}.h5",
     log:
         "logs/train/{network}/{regime}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{network}/{regime}/seed{seed}.tsv"
     conda:
         "../../envs/sharpminima.yaml"
     threads: config["train_threads"]
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=config["gpu"],
     params:
         batch_size=lambda wc: config["regimes"][wc.regime],
         options=lambda wc: cli_args(TRAINING[wc.network]),

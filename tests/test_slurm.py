@@ -1,0 +1,111 @@
+"""The smoke preset on a real single-node SLURM cluster, through workflow/profiles/slurm.
+
+tests/slurm/cluster.sh installs Debian's slurm-wlm, slurmdbd, munge and mariadb-server, starts
+the daemons on loopback with accounting (the executor plugin reads job states from sacct), and
+stops every daemon it started by PID. The outputs must equal a local run's: same code, same
+threads, same CPU, so the same bits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from sharpminima.landscape import read_landscape
+from sharpminima.store import Run
+
+from .conftest import REPO, SMOKE
+
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to install and start munged, mariadbd and the SLURM daemons"
+    if not (shutil.which("slurmctld") or shutil.which("apt-get")):
+        return "needs Debian's slurm-wlm, slurmdbd, munge and mariadb-server (apt-get)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory):
+    """The environment of a client of a freshly started cluster; the cluster stops after."""
+    reason = _missing()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI must run the SLURM test, but it {reason}")
+    if reason:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("slurm") / "cluster"
+    subprocess.run(["bash", CLUSTER, "install"], check=True)
+    subprocess.run(["bash", CLUSTER, "start", folder], check=True)
+    try:
+        yield {**os.environ, "SLURM_CONF": str(folder / "slurm.conf")}
+    finally:
+        subprocess.run(["bash", CLUSTER, "stop", folder], check=True)
+    assert not (folder / "pids").exists()
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def assert_same_results(a: Path, b: Path) -> None:
+    """Every result file in both; runs, φ, landscapes and tables equal to the bit."""
+    assert _files(a / "results") == _files(b / "results")
+    for run in (a / "results/runs").rglob("*.h5"):
+        ours, theirs = Run(run), Run(b / run.relative_to(a))
+        mine, other = ours.model("final").state_dict(), theirs.model("final").state_dict()
+        assert all(torch.equal(mine[k], other[k]) for k in mine), run
+        times = ["seconds", "eval_seconds"]  # wall clock, the one thing allowed to differ
+        pd.testing.assert_frame_equal(
+            ours.history.drop(columns=times), theirs.history.drop(columns=times)
+        )
+    for phi in (a / "results/sharpness").rglob("*.json"):
+        ours, theirs = json.loads(phi.read_text()), json.loads((b / phi.relative_to(a)).read_text())
+        for key in ("phi", "f_x", "f_max", "nit", "nfev", "message", "threads"):
+            assert ours[key] == theirs[key], (phi, key)
+    for line in (a / "results/landscape").rglob("*.h5"):
+        ours, theirs = read_landscape(line)[1], read_landscape(b / line.relative_to(a))[1]
+        for key in ours:
+            assert (ours[key] == theirs[key]).all(), (line, key)
+    for table in (a / "results/tables").glob("*.csv"):
+        assert table.read_text() == (b / table.relative_to(a)).read_text(), table
+
+
+@pytest.mark.slow
+def test_smoke_preset_through_slurm_matches_local_run(slurm_env, smoke_run, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", REPO / "Snakefile", "--directory", tmp_path]
+        + ["--workflow-profile", REPO / "workflow/profiles/slurm", "--configfile", SMOKE]
+        + ["--slurm-init-seconds-before-status-checks", "2"],
+        env=slurm_env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sacct = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-a", "-S", "2000-01-01", "-o", "Comment,State,AllocTRES"],
+        env=slurm_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    jobs = [line.split("|") for line in sacct.splitlines() if line]
+    rules = sorted(comment.split("_wildcards")[0] for comment, _, _ in jobs)
+    # Every job but the local rules (tables, figures) went through SLURM and completed; the
+    # ones that train or evaluate networks asked for a GPU.
+    assert rules.count("rule_train") == 4 and rules.count("rule_sharpness") == 8, rules
+    assert not any(r.startswith(("rule_tables", "rule_figure")) for r in rules), rules
+    for comment, state, tres in jobs:
+        assert state == "COMPLETED", (comment, state)
+        needs_gpu = comment.startswith(("rule_train", "rule_sharpness", "rule_landscape"))
+        assert ("gres/gpu=1" in tres) == needs_gpu, (comment, tres)
+    assert_same_results(smoke_run, tmp_path)
