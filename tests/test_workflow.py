@@ -52,6 +52,21 @@ def test_paper_preset_builds_all_six_networks(tmp_path):
     assert len(train_jobs) == 60 and all("gpu=1" in job.split("rule ")[0] for job in train_jobs)
 
 
+@pytest.mark.parametrize("profile", ["default", "slurm"])
+def test_profiles_load(tmp_path, profile):
+    proc = snakemake(
+        tmp_path,
+        "-n",
+        "--workflow-profile",
+        REPO / "workflow/profiles" / profile,
+        "--configfile",
+        REPO / "config.yaml",
+    )
+    out = proc.stdout + proc.stderr
+    assert f"workflow specific profile {REPO / 'workflow/profiles' / profile}" in out
+    assert job_counts(proc.stdout)["total"] == 57
+
+
 def test_sensitivity_report_dry_run(tmp_path):
     proc = snakemake(tmp_path, "sensitivity_report", "-n", "--configfile", REPO / "config.yaml")
     counts = job_counts(proc.stdout)
