@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from . import __version__
 from .errors import UserError
 
-DATASETS = ("mnist", "synthetic")
+DATASETS = ("mnist", "cifar10", "cifar100", "synthetic")
 
 
 def _log(message: str) -> None:
@@ -50,6 +50,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     if args.name == "mnist":
         data.prepare_mnist(args.root, args.out, download=not args.no_download)
+    elif args.name in data.CIFAR:
+        data.prepare_cifar(args.name, args.root, args.out, download=not args.no_download)
     elif args.name == "synthetic":
         data.make_synthetic(
             args.out,
@@ -151,8 +153,10 @@ def parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="turn a dataset source into the dataset HDF5 format")
     prep.add_argument("name", help=f"dataset source: {', '.join(DATASETS)}")
     prep.add_argument("--out", required=True, help="dataset file to write (.h5)")
-    prep.add_argument("--root", default="data", help="mnist: folder holding MNIST/raw")
-    prep.add_argument("--no-download", action="store_true", help="mnist: never download")
+    prep.add_argument(
+        "--root", default="data", help="mnist, cifar: folder holding MNIST/raw, cifar-*-py*/"
+    )
+    prep.add_argument("--no-download", action="store_true", help="mnist, cifar: never download")
     prep.add_argument("--n-train", type=int, default=1000, help="synthetic: training examples")
     prep.add_argument("--n-test", type=int, default=200, help="synthetic: test examples")
     prep.add_argument("--input-shape", default="1,28,28", help="synthetic: e.g. 1,28,28")

@@ -184,6 +184,63 @@ def prepare_mnist(root: str | Path, out: str | Path, download: bool = True) -> N
     write_dataset(out, "mnist", arrays, 10, "torchvision.datasets.MNIST", 1 / 255, checksums)
 
 
+CIFAR = {  # name -> torchvision class, classes, folder torchvision reads under the root
+    "cifar10": ("CIFAR10", 10, "cifar-10-batches-py"),
+    "cifar100": ("CIFAR100", 100, "cifar-100-python"),
+}
+
+
+def cifar_arrays(x_train: np.ndarray, y_train, x_test: np.ndarray, y_test) -> dict[str, np.ndarray]:
+    """torchvision's CIFAR arrays (N×32×32×3 uint8, label lists) → the dataset layout (NCHW)."""
+
+    def nchw(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    return {
+        "x_train": nchw(x_train),
+        "y_train": np.asarray(y_train, dtype=np.int64),
+        "x_test": nchw(x_test),
+        "y_test": np.asarray(y_test, dtype=np.int64),
+    }
+
+
+def prepare_cifar(name: str, root: str | Path, out: str | Path, download: bool = True) -> None:
+    """CIFAR-10/100 through torchvision (its python layout under ROOT) → dataset file.
+
+    torchvision checks every file against the official MD5 before it unpickles anything (a
+    pickle can run code), and downloads the official archive, checksummed, when files are
+    missing and `download` is set.
+    """
+    import torchvision.datasets
+
+    cls_name, classes, folder = CIFAR[name]
+    cls = getattr(torchvision.datasets, cls_name)
+    root = Path(root)
+    found = (root / folder).is_dir()
+    try:
+        # torchvision prints download progress on stdout; keep our stdout clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            train = cls(str(root), train=True, download=download)
+            test = cls(str(root), train=False, download=download)
+    except Exception as e:  # RuntimeError (missing/corrupt), URLError/OSError (offline)
+        if found:
+            raise UserError(
+                f"{name} files in {root / folder} do not match the official checksums "
+                f"({type(e).__name__}): delete that folder to download again, or put the "
+                f"official python-version files there"
+            ) from None
+        raise UserError(
+            f"{name} not found in {root / folder} and not downloadable ({type(e).__name__}): "
+            f"put the official python-version archive's {folder}/ there (or set data_root)"
+        ) from None
+    arrays = cifar_arrays(train.data, train.targets, test.data, test.targets)
+    files = [f for f, _ in train.train_list + train.test_list]
+    checksums = {f: _sha256_file(root / folder / f) for f in files}
+    write_dataset(
+        out, name, arrays, classes, f"torchvision.datasets.{cls_name}", 1 / 255, checksums
+    )
+
+
 def make_synthetic(
     out: str | Path,
     n_train: int,
