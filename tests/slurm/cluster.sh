@@ -6,8 +6,9 @@
 #   tests/slurm/cluster.sh stop DIR    # stops exactly the daemons `start` recorded in DIR/pids
 #   tests/slurm/cluster.sh env DIR     # prints `export SLURM_CONF=...` for sbatch, sacct, ...
 #
-# Needs root and Debian's slurm-wlm, slurmdbd, munge and mariadb-server. The node advertises one GPU as a GRES backed by /dev/null, so GPU requests
-# (--gres/--gpus) go through SLURM's real scheduling path on a machine without one.
+# Needs root and Debian's slurm-wlm, slurmdbd, munge and mariadb-server. The node advertises one
+# GPU as a GRES backed by /dev/null, so GPU requests (--gres/--gpus) go through SLURM's real
+# scheduling path on a machine without one.
 set -euo pipefail
 
 usage="usage: cluster.sh install | start DIR | stop DIR | env DIR"
@@ -33,8 +34,6 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
     echo "cluster.sh: $what did not come up in ${t}s; see $dir/log" >&2
     return 1
 }
-
-pidfile_pid() { [[ -s $1 ]] && cat "$1"; }
 
 start() {
     trap 'echo "cluster.sh: start failed; stopping what it started" >&2; stop' ERR
