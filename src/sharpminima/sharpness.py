@@ -186,6 +186,10 @@ def maximise(
     first_order = float(np.abs(g_sub) @ bound)
     best = {"f": f_x}
 
+    def metric(rise: float) -> float:
+        """Metric 2.1's scaling of a rise of f: relative to 1 + f(x), in percent."""
+        return rise / (1 + f_x) * 100
+
     def objective(y: np.ndarray) -> tuple[float, np.ndarray]:
         yt = torch.from_numpy(y).to(x.device)
         f, g = loss(x + A(yt).to(x), grad=True)
@@ -201,9 +205,9 @@ def maximise(
     def progress(start: int, it: int) -> None:
         done = start * cfg.iters + it
         left = (time.perf_counter() - started) / done * (len(starts) * cfg.iters - done)
-        phi = (best["f"] - f_x) / (1 + f_x) * 100
         log(
-            f"start {start + 1}/{len(starts)} iteration {it}/{cfg.iters}: phi so far {phi:.4g} "
+            f"start {start + 1}/{len(starts)} iteration {it}/{cfg.iters}: "
+            f"phi so far {metric(best['f'] - f_x):.4g} "
             f"({loss.evaluations} evaluations, about {left / 60:.1f} min left)"
         )
 
@@ -219,7 +223,7 @@ def maximise(
     violation = float(np.max(np.abs(y_best) - bound).clip(min=0))
     f_max = best["f"]
     return {
-        "phi": (f_max - f_x) / (1 + f_x) * 100,
+        "phi": metric(f_max - f_x),
         "f_x": f_x,
         "f_max": f_max,
         "nit": nit,
@@ -228,7 +232,7 @@ def maximise(
         "message": " | ".join(messages),
         "max_bound_violation": violation,
         "grad_norm": float(g_x.norm()),
-        "first_order_phi": first_order / (1 + f_x) * 100,
+        "first_order_phi": metric(first_order),
         "y_at_bound_fraction": float(np.mean(np.isclose(np.abs(y_best), bound, rtol=1e-6))),
     }
 

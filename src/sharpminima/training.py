@@ -187,10 +187,18 @@ def split_train_val(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tenso
 class Trainer:
     """One run: a network, a dataset, a batch size, a seed (= the initial point)."""
 
-    def __init__(self, cfg: TrainConfig, data: Dataset, device: torch.device, log: Callable):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: Dataset,
+        device: torch.device,
+        log: Callable,
+        bar: bool = False,
+    ):
         cfg.check()
         check_fits(cfg.network, data.input_shape, data.num_classes)
         self.cfg, self.data, self.device, self.log = cfg, data, device, log
+        self.bar = bar  # a progress bar within each epoch (terminals only; logs get lines)
         train_idx, self.val_idx = split_train_val(len(data.x_train), cfg)
         self.n_train = len(train_idx)
         self.batch = resolve_count(cfg.batch_size, self.n_train, "batch size")
@@ -209,7 +217,6 @@ class Trainer:
         self.stopper = Stopper(cfg.stop, cfg.patience, cfg.rel_tol)
         self.history: list[dict[str, float]] = []
         self.epoch, self.done = 0, None
-        self.bar = False  # a progress bar within each epoch (terminals only; logs get lines)
         torch.manual_seed(cfg.seed)  # dropout masks
 
     def identity(self) -> dict:
@@ -312,8 +319,7 @@ def train(
     out = Path(out)
     data = load_dataset(dataset)
     dev = pick_device(device)
-    trainer = Trainer(cfg, data, dev, log)
-    trainer.bar = bar
+    trainer = Trainer(cfg, data, dev, log, bar)
     log(f"training {out} on {device_name(dev)} ({torch.get_num_threads()} threads): {cfg}")
     work = out.with_name(out.name + ".partial")
     ckpt = _load_checkpoint(work, trainer)
