@@ -96,6 +96,18 @@ def test_check_fits():
         check_fits("C3", (3, 32, 32), 10)
     with pytest.raises(UserError, match="unknown network 'F9'"):
         check_fits("F9", (784,), 10)
+    check_fits("F2", (360,), 39)  # F2's classes are the corpus's labels (docs/models.md)
+    with pytest.raises(UserError, match="inputs of shape"):
+        check_fits("F2", (117,), 1973)
+
+
+def test_f2_output_follows_the_dataset():
+    model = build("F2", seed=0, num_classes=48)
+    assert model(torch.zeros(2, 360)).shape == (2, 48)
+    paper = build("F2", seed=0)
+    assert count_params(paper) == PAPER_COUNTS["F2"]
+    with pytest.raises(UserError, match="10 outputs"):
+        build("F1", num_classes=48)
 
 
 def test_models_command_prints_table():

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from . import __version__
 from .errors import UserError
 
-DATASETS = ("mnist", "cifar10", "cifar100", "synthetic")
+DATASETS = ("mnist", "cifar10", "cifar100", "timit-kaldi", "synthetic")
 
 
 def _log(message: str) -> None:
@@ -52,13 +52,35 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         data.prepare_mnist(args.root, args.out, download=not args.no_download)
     elif args.name in data.CIFAR:
         data.prepare_cifar(args.name, args.root, args.out, download=not args.no_download)
+    elif args.name == "timit-kaldi":
+        from .kaldi import KaldiSplit, prepare_timit_kaldi
+
+        base = os.path.join(args.root, "timit-kaldi")
+        splits = {
+            split: KaldiSplit(
+                getattr(args, split) or os.path.join(base, split),
+                getattr(args, f"{split}_ali") or [os.path.join(base, split, "pdf.ark")],
+            )
+            for split in ("train", "test")
+        }
+        prepare_timit_kaldi(
+            args.out,
+            splits["train"],
+            splits["test"],
+            context=args.context,
+            cmvn=args.cmvn,
+            classes=args.classes or 0,
+            allow_pipes=args.allow_pipes,
+            kaldi_root=args.kaldi_root,
+            log=_log,
+        )
     elif args.name == "synthetic":
         data.make_synthetic(
             args.out,
             args.n_train,
             args.n_test,
             _shape(args.input_shape),
-            args.classes,
+            10 if args.classes is None else args.classes,
             seed=args.seed,
             noise=args.noise,
         )
@@ -154,13 +176,39 @@ def parser() -> argparse.ArgumentParser:
     prep.add_argument("name", help=f"dataset source: {', '.join(DATASETS)}")
     prep.add_argument("--out", required=True, help="dataset file to write (.h5)")
     prep.add_argument(
-        "--root", default="data", help="mnist, cifar: folder holding MNIST/raw, cifar-*-py*/"
+        "--root",
+        default="data",
+        help="mnist, cifar, timit: folder holding MNIST/raw, cifar-*-py*/, timit-kaldi/",
     )
     prep.add_argument("--no-download", action="store_true", help="mnist, cifar: never download")
+    for split in ("train", "test"):
+        prep.add_argument(
+            f"--{split}",
+            help=f"timit-kaldi: {split} data directory, scp/ark or rspecifier "
+            f"(default ROOT/timit-kaldi/{split})",
+        )
+        prep.add_argument(
+            f"--{split}-ali",
+            nargs="+",
+            help=f"timit-kaldi: ali-to-pdf outputs (default ROOT/timit-kaldi/{split}/pdf.ark)",
+        )
+    prep.add_argument("--context", type=int, default=4, help="timit: frames spliced each side")
+    prep.add_argument("--cmvn", default="none", help="timit-kaldi: none, mean or meanvar")
+    prep.add_argument(
+        "--kaldi-root", default=None, help="timit-kaldi: folder relative scp paths start from"
+    )
+    prep.add_argument(
+        "--allow-pipes", action="store_true", help="timit-kaldi: run 'command |' tables"
+    )
     prep.add_argument("--n-train", type=int, default=1000, help="synthetic: training examples")
     prep.add_argument("--n-test", type=int, default=200, help="synthetic: test examples")
     prep.add_argument("--input-shape", default="1,28,28", help="synthetic: e.g. 1,28,28")
-    prep.add_argument("--classes", type=int, default=10, help="synthetic: number of classes")
+    prep.add_argument(
+        "--classes",
+        type=int,
+        default=None,
+        help="synthetic: number of classes (10); timit-kaldi: pdfs (default: from alignments)",
+    )
     prep.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
     prep.add_argument("--noise", type=float, default=1.0, help="synthetic: cluster spread")
     prep.set_defaults(func=cmd_prepare)

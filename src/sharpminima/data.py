@@ -10,9 +10,11 @@ import contextlib
 import hashlib
 import io
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -47,15 +49,6 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-def content_hash(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over the arrays' bytes, so runs can record exactly which data they saw."""
-    h = hashlib.sha256()
-    for key in SPLITS:
-        h.update(key.encode())
-        h.update(np.ascontiguousarray(arrays[key]).tobytes())
-    return h.hexdigest()
-
-
 def write_dataset(
     out: str | Path,
     name: str,
@@ -66,27 +59,89 @@ def write_dataset(
     source_checksums: dict[str, str] | None = None,
 ) -> None:
     """Write `arrays` (x_train, y_train, x_test, y_test) atomically in the dataset format."""
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if len(x) != len(y):
-            raise ValueError(f"{split}: {len(x)} inputs but {len(y)} labels")
+    splits = {s: [(arrays[f"x_{s}"], arrays[f"y_{s}"])] for s in ("train", "test")}
+    stream_dataset(out, name, splits, num_classes, source, scale, source_checksums)
+
+
+def stream_dataset(
+    out: str | Path,
+    name: str,
+    splits: dict[str, Iterable[tuple[np.ndarray, np.ndarray]]],
+    num_classes: int,
+    source: str,
+    scale: float = 1.0,
+    source_checksums: dict[str, str] | None = None,
+    details: Callable[[], dict] | None = None,
+) -> None:
+    """Write a dataset from (inputs, labels) pieces, train then test, atomically.
+
+    The content hash is updated as pieces pass, so a corpus larger than memory (TIMIT: 1M
+    frames) streams through; see `_write_split` for the memory this takes. `details` is called
+    once every piece is written, so it can report what the streams met (stored as JSON).
+    """
+    digest = hashlib.sha256()
     with atomic_path(out) as tmp, open_h5(tmp, "w") as f:
-        for key in SPLITS:
-            dtype = np.int64 if key.startswith("y") else arrays[key].dtype
-            f.create_dataset(key, data=np.asarray(arrays[key], dtype=dtype))
+        counts = {s: _write_split(f, s, splits[s], digest, name) for s in ("train", "test")}
         f.attrs.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
             name=name,
             num_classes=int(num_classes),
-            input_shape=np.asarray(arrays["x_train"].shape[1:], dtype=np.int64),
-            n_train=len(arrays["x_train"]),
-            n_test=len(arrays["x_test"]),
+            input_shape=np.asarray(f["x_train"].shape[1:], dtype=np.int64),
+            n_train=counts["train"],
+            n_test=counts["test"],
             scale=float(scale),
             source=source,
             source_checksums=json.dumps(source_checksums or {}),
-            content_sha256=content_hash(arrays),
+            details=json.dumps(details() if details else {}),
+            content_sha256=digest.hexdigest(),
         )
+
+
+def _write_split(
+    f: h5py.File,
+    split: str,
+    pieces: Iterable[tuple[np.ndarray, np.ndarray]],
+    digest: hashlib._Hash,
+    name: str,
+    block_bytes: int = 32 << 20,
+) -> int:
+    """Append pieces to x_<split> in blocks of about 32 MB; keep the labels (8 bytes a row) and
+    write them last, so the hash covers x then y as `load_dataset` reads them. Peak memory is
+    one block, its concatenation and the labels. Returns the number of rows."""
+    digest.update(f"x_{split}".encode())
+    x_set, block, labels = None, [], []
+
+    def flush() -> None:
+        x = np.concatenate(block) if len(block) > 1 else block[0]
+        n = len(x_set)
+        x_set.resize(n + len(x), axis=0)
+        x_set[n:] = x
+        digest.update(np.ascontiguousarray(x).tobytes())
+        block.clear()
+
+    for x, y in pieces:
+        if len(x) != len(y):
+            raise ValueError(f"{split}: {len(x)} inputs but {len(y)} labels")
+        if x_set is None:
+            row = x.shape[1:]
+            chunk = max(1, min(len(x), (1 << 20) // max(1, x[:1].nbytes)))  # ~1 MB chunks
+            x_set = f.create_dataset(
+                f"x_{split}", (0, *row), x.dtype, maxshape=(None, *row), chunks=(chunk, *row)
+            )
+        block.append(x)
+        labels.append(np.asarray(y, dtype=np.int64))
+        if sum(b.nbytes for b in block) >= block_bytes:
+            flush()
+    if x_set is None:
+        raise UserError(f"{name}: the {split} split has no examples")
+    if block:
+        flush()
+    y = np.concatenate(labels)
+    digest.update(f"y_{split}".encode())
+    digest.update(y.tobytes())
+    f.create_dataset(f"y_{split}", data=y)
+    return len(y)
 
 
 def _fail(path: Path, problem: str) -> UserError:

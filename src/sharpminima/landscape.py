@@ -22,7 +22,6 @@ import numpy as np
 
 from .atomic import open_h5
 from .errors import UserError
-from .models import build
 from .store import Run
 from .training import device_name, evaluate, pick_device, versions
 
@@ -110,7 +109,7 @@ def landscape(
         raise UserError(f"{sb_path} and {lb_path} were trained on different data: pair one trial")
     data = sb.data()
     dev = pick_device(device)
-    model = build(str(sb.attrs["network"])).to(dev)
+    model = sb.architecture().to(dev)
     params = {k for k, _ in model.named_parameters()}
     x_sb = {k: v.to(dev) for k, v in sb.state().items()}
     floating = {k for k, v in x_sb.items() if v.is_floating_point()}

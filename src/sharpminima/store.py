@@ -117,9 +117,14 @@ class Run:
             data.x_train, data.y_train = data.x_train[keep], data.y_train[keep]
         return data
 
+    def architecture(self) -> nn.Module:
+        """An untrained network of the run's architecture (and number of classes)."""
+        classes = self.attrs.get("num_classes")  # absent in runs from before F2 followed data
+        return build(str(self.attrs["network"]), num_classes=classes)
+
     def model(self, which: str | int = "final") -> nn.Module:
         """A network of the run's architecture holding iterate `which`."""
-        model = build(str(self.attrs["network"]))
+        model = self.architecture()
         model.load_state_dict(self.state(which))
         return model
 

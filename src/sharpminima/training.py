@@ -211,7 +211,7 @@ class Trainer:
                 data.y_train[self.val_idx].to(device),
             )
         self.eval_sets["test"] = (data.x_test.to(device), data.y_test.to(device))
-        self.model = build(cfg.network, seed=cfg.seed).to(device)
+        self.model = build(cfg.network, seed=cfg.seed, num_classes=data.num_classes).to(device)
         self.opt = make_optimizer(cfg, self.model.parameters())
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.stopper = Stopper(cfg.stop, cfg.patience, cfg.rel_tol)
@@ -376,6 +376,7 @@ def _finish(
         "dataset": data.name,
         "dataset_file": str(dataset),
         "dataset_sha256": data.content_sha256,
+        "num_classes": data.num_classes,
         "n_train": t.n_train,
         "n_val": 0 if t.val_idx is None else len(t.val_idx),
         "n_test": len(data.x_test),
