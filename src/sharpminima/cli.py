@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from . import __version__
 from .errors import UserError
 
-DATASETS = ("mnist", "cifar10", "cifar100", "timit-kaldi", "synthetic")
+DATASETS = ("mnist", "cifar10", "cifar100", "timit-kaldi", "timit-raw", "synthetic")
 
 
 def _log(message: str) -> None:
@@ -68,12 +68,18 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             splits["train"],
             splits["test"],
             context=args.context,
-            cmvn=args.cmvn,
+            cmvn=args.cmvn or "none",
             classes=args.classes or 0,
             allow_pipes=args.allow_pipes,
             kaldi_root=args.kaldi_root,
             log=_log,
         )
+    elif args.name == "timit-raw":
+        from .timit import prepare_timit_raw
+
+        corpus = args.corpus or os.path.join(args.root, "TIMIT")
+        cmvn = args.cmvn or "mean"
+        prepare_timit_raw(args.out, corpus, args.phones, args.context, cmvn, log=_log)
     elif args.name == "synthetic":
         data.make_synthetic(
             args.out,
@@ -193,7 +199,11 @@ def parser() -> argparse.ArgumentParser:
             help=f"timit-kaldi: ali-to-pdf outputs (default ROOT/timit-kaldi/{split}/pdf.ark)",
         )
     prep.add_argument("--context", type=int, default=4, help="timit: frames spliced each side")
-    prep.add_argument("--cmvn", default="none", help="timit-kaldi: none, mean or meanvar")
+    prep.add_argument(
+        "--cmvn", default=None, help="timit: none, mean or meanvar (default: kaldi none, raw mean)"
+    )
+    prep.add_argument("--corpus", help="timit-raw: the TIMIT folder (default ROOT/TIMIT)")
+    prep.add_argument("--phones", type=int, default=39, help="timit-raw: 39, 48 or 61 classes")
     prep.add_argument(
         "--kaldi-root", default=None, help="timit-kaldi: folder relative scp paths start from"
     )
