@@ -1,9 +1,11 @@
-"""The smoke preset on a real single-node SLURM cluster, through workflow/profiles/slurm.
+"""The smoke preset's F1 part on a real single-node SLURM cluster, through
+workflow/profiles/slurm.
 
 tests/slurm/cluster.sh installs Debian's slurm-wlm, slurmdbd, munge and mariadb-server, starts
 the daemons on loopback with accounting (the executor plugin reads job states from sacct), and
 stops every daemon it started by PID. The outputs must equal a local run's: same code, same
-threads, same CPU, so the same bits.
+threads, same CPU, so the same bits. Only F1's chain is sent (F2 and C1 add nothing the profile
+could get wrong, and the node's one GPU runs GPU jobs one at a time).
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ def _files(root: Path) -> set[str]:
 
 
 def assert_same_results(a: Path, b: Path) -> None:
-    """Every result file in both; runs, φ, landscapes and tables equal to the bit."""
-    assert _files(a / "results") == _files(b / "results")
+    """Every result file of `a` in `b` too; runs, φ and landscapes equal to the bit."""
+    assert _files(a / "results") <= _files(b / "results")
     for run in (a / "results/runs").rglob("*.h5"):
         ours, theirs = Run(run), Run(b / run.relative_to(a))
         mine, other = ours.model("final").state_dict(), theirs.model("final").state_dict()
@@ -76,14 +78,15 @@ def assert_same_results(a: Path, b: Path) -> None:
         ours, theirs = read_landscape(line)[1], read_landscape(b / line.relative_to(a))[1]
         for key in ours:
             assert (ours[key] == theirs[key]).all(), (line, key)
-    for table in (a / "results/tables").glob("*.csv"):
-        assert table.read_text() == (b / table.relative_to(a)).read_text(), table
 
 
 @pytest.mark.slow
 def test_smoke_preset_through_slurm_matches_local_run(slurm_env, smoke_run, tmp_path):
+    f1 = [smoke_run / "results/figures/F1", smoke_run / "results/sharpness/F1"]
+    targets = [p.relative_to(smoke_run) for d in f1 for p in d.rglob("*.*") if p.suffix != ".pdf"]
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", REPO / "Snakefile", "--directory", tmp_path]
+        + targets
         + ["--workflow-profile", REPO / "workflow/profiles/slurm", "--configfile", SMOKE]
         + ["--slurm-init-seconds-before-status-checks", "2"],
         env=slurm_env,
@@ -108,4 +111,5 @@ def test_smoke_preset_through_slurm_matches_local_run(slurm_env, smoke_run, tmp_
         assert state == "COMPLETED", (comment, state)
         needs_gpu = comment.startswith(("rule_train", "rule_sharpness", "rule_landscape"))
         assert ("gres/gpu=1" in tres) == needs_gpu, (comment, tres)
-    assert_same_results(smoke_run, tmp_path)
+    assert_same_results(tmp_path, smoke_run)
+    assert not (tmp_path / "results/runs/F2").exists()

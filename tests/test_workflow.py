@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pytest
 
 from sharpminima.store import Run
@@ -83,6 +84,7 @@ def test_sensitivity_report_dry_run(tmp_path):
         ("training={'stop': 'never'}", ["config: training.stop: 'never' is not one of"]),
         ("networks={'F1': {'dataset': 'cifar10'}}", ["networks.F1.dataset: 'cifar10' is not"]),
         ("networks={'F9': {'dataset': 'mnist'}}", ["config: networks: 'F9' is not one of"]),
+        ("datasets={'mnist': {'source': 'mnist', 'phones': 48}}", ["datasets.mnist: 'phones'"]),
     ],
 )
 def test_bad_config_stops_with_one_line(tmp_path, override, words):
@@ -140,6 +142,18 @@ def test_smoke_preset_runs_whole_chain(smoke_run):
     assert bench.read_text().startswith("s\th:m:s\tmax_rss")
 
 
+@pytest.mark.slow
+def test_smoke_preset_trains_f2_and_c1_for_one_epoch(smoke_run):
+    for net, shape, classes in (("F2", [360], 39), ("C1", [3, 32, 32], 10)):
+        for regime in ("SB", "LB"):
+            run = Run(smoke_run / f"results/runs/{net}/{regime}/seed0.h5")
+            assert run.attrs["epochs"] == 1 and run.attrs["num_classes"] == classes
+            assert list(run.data().input_shape) == shape
+        assert len(list((smoke_run / f"results/sharpness/{net}").rglob("*.json"))) == 8
+        assert (smoke_run / f"results/figures/{net}/seed0/linear.png").is_file()
+        assert f"| {net} |" in (smoke_run / "results/tables/table2.md").read_text()
+
+
 def rerun_plan(workdir, overlay: str = "") -> tuple[dict[str, int], set[str]]:
     """Jobs (per rule) and reasons of a dry run of the smoke preset with `overlay` merged in."""
     extra = workdir / "overlay.yaml"
@@ -161,16 +175,16 @@ def test_finished_run_reruns_nothing(smoke_run):
 @pytest.mark.slow
 def test_figure_style_change_redraws_figures_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
-    assert counts == {"figure_parametric": 2, "all": 1, "total": 3}
+    assert counts == {"figure_parametric": 6, "all": 1, "total": 7}  # F1, F2, C1 × 2 kinds
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
 @pytest.mark.slow
 def test_sharpness_change_never_retrains(smoke_run):
     counts, _ = rerun_plan(smoke_run, "sharpness: {eps: [0.002], spaces: [full, random]}\n")
-    assert counts == {"sharpness": 8, "tables": 1, "all": 1, "total": 10}
+    assert counts == {"sharpness": 24, "tables": 1, "all": 1, "total": 26}
     counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
-    assert counts == {"sharpness": 8, "tables": 1, "all": 1, "total": 10}
+    assert counts == {"sharpness": 24, "tables": 1, "all": 1, "total": 26}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
@@ -193,9 +207,55 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
 
 
 @pytest.mark.slow
+def test_dataset_change_reprepares_it_and_its_network_only(smoke_run):
+    counts, _ = rerun_plan(smoke_run, "datasets: {tiny_timit: {seed: 5}}\n")
+    assert counts == {
+        "prepare_dataset": 1,
+        "train": 4,  # F2's
+        "sharpness": 8,
+        "landscape": 2,
+        "figure_parametric": 2,
+        "tables": 1,
+        "all": 1,
+        "total": 19,
+    }
+
+
+@pytest.mark.slow
 def test_report_gathers_tables_and_figures_with_captions(smoke_run):
     snakemake(smoke_run, "--configfile", SMOKE, "--report", "report.html")
     html = (smoke_run / "report.html").read_text()
     for words in ("Tables 2-4", "Figures 3 and 7: parametric plots", "small-batch minimizer"):
         assert words in html, words
     assert rerun_plan(smoke_run) == ({}, set())  # a report changes nothing
+
+
+@pytest.mark.slow
+def test_timit_datasets_prepare_from_config_paths(tmp_path):
+    from sharpminima.data import load_dataset
+
+    from .test_kaldi import DIM, write_split
+    from .test_timit import write_utt
+
+    kaldi = tmp_path / "elsewhere"
+    write_split(kaldi / "tr", {"a": ("s", 9), "b": ("s", 4)}, seed=0)
+    write_split(kaldi / "te", {"c": ("t", 5)}, seed=1)
+    rng = np.random.default_rng(0)
+    write_utt(tmp_path / "corpus" / "TRAIN" / "DR1" / "FCJF0", "SI648", rng)
+    write_utt(tmp_path / "corpus" / "TEST" / "DR1" / "MDAB0", "SX49", rng)
+    config = tmp_path / "timit.yaml"
+    config.write_text(
+        "datasets:\n"
+        f"  kaldi_timit: {{source: timit-kaldi, train: {kaldi}/tr, test: {kaldi}/te,"
+        f" train_ali: [{kaldi}/tr/pdf.ark], test_ali: [{kaldi}/te/pdf.ark], context: 2,"
+        " cmvn: mean}\n"
+        f"  raw_timit: {{source: timit-raw, corpus: {tmp_path}/corpus, phones: 48}}\n"
+        "networks: {F2: {dataset: kaldi_timit}}\n"
+    )
+    targets = ["results/data/kaldi_timit.h5", "results/data/raw_timit.h5"]
+    snakemake(tmp_path, *targets, "--configfile", config)
+    kaldi_ds, raw_ds = (load_dataset(tmp_path / t) for t in targets)
+    assert kaldi_ds.input_shape == (5 * DIM,) and len(kaldi_ds.x_train) == 13
+    assert raw_ds.num_classes == 48 and raw_ds.input_shape == (360,)
+    log = (tmp_path / "logs/prepare/kaldi_timit.log").read_text()
+    assert "train: 2 utterances, 13 frames" in log

@@ -1,5 +1,6 @@
 # Shared helpers: config validation, path patterns and per-rule parameters.
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -65,19 +66,30 @@ def src(*modules):
 
 
 def cli_args(options):
-    """Render {"max_epochs": 3, "lr": None} as "--max-epochs 3" (None means: default).
+    """Render {"max_epochs": 3, "lr": None, "ali": ["a", "b"], "allow_pipes": True} as
+    "--max-epochs 3 --ali a b --allow-pipes" (None and False mean: the default).
 
     Sorted, so that reordering keys in a config file (or merging one over another) leaves the
     params, and so Snakemake's rerun trigger, untouched.
     """
+
+    def value(v):
+        items = v if isinstance(v, list) else [v]
+        return "".join(f" {shlex.quote(str(item))}" for item in items)
+
     return " ".join(
-        f"--{k.replace('_', '-')} {v}"
+        f"--{k.replace('_', '-')}" + ("" if v is True else value(v))
         for k, v in sorted(options.items())
-        if v is not None
+        if v is not None and v is not False
     )
 
 
+# The modules each dataset source runs (its prepare job's code inputs).
+SOURCE_MODULES = {"timit-kaldi": ("frames", "kaldi"), "timit-raw": ("frames", "timit")}
+
+
 def dataset_options(dataset):
+    """The source of a dataset and its `sharpminima prepare` options."""
     entry = dict(config["datasets"][dataset])
     source = entry.pop("source")
     if source != "synthetic":  # read from (or downloaded to) data_root
@@ -85,6 +97,11 @@ def dataset_options(dataset):
     if "input_shape" in entry:
         entry["input_shape"] = ",".join(map(str, entry["input_shape"]))
     return source, entry
+
+
+def dataset_code(wildcards):
+    source = config["datasets"][wildcards.dataset]["source"]
+    return src("data", *SOURCE_MODULES.get(source, ()))
 
 
 def run_dataset(wildcards):

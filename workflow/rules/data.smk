@@ -3,7 +3,7 @@
 
 rule prepare_dataset:
     input:
-        code=src("data"),
+        code=dataset_code,
     output:
         h5="results/data/{dataset}.h5",
     log:
