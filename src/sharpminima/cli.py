@@ -184,7 +184,7 @@ def parser() -> argparse.ArgumentParser:
     prep.add_argument(
         "--root",
         default="data",
-        help="mnist, cifar, timit: folder holding MNIST/raw, cifar-*-py*/, timit-kaldi/",
+        help="mnist, cifar, timit: folder holding MNIST/raw, cifar-*-py*/, timit-kaldi/, TIMIT/",
     )
     prep.add_argument("--no-download", action="store_true", help="mnist, cifar: never download")
     for split in ("train", "test"):

@@ -125,7 +125,8 @@ def _write_split(
             raise ValueError(f"{split}: {len(x)} inputs but {len(y)} labels")
         if x_set is None:
             row = x.shape[1:]
-            chunk = max(1, min(len(x), (1 << 20) // max(1, x[:1].nbytes)))  # ~1 MB chunks
+            # ~1 MB chunks whatever the first piece's size (an utterance can be a few frames)
+            chunk = max(1, (1 << 20) // max(1, x[:1].nbytes))
             x_set = f.create_dataset(
                 f"x_{split}", (0, *row), x.dtype, maxshape=(None, *row), chunks=(chunk, *row)
             )

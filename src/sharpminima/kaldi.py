@@ -105,7 +105,7 @@ def read_alignments(specs: list[str], allow_pipes: bool = False) -> dict[str, np
     for spec in specs:
         for utt, pdfs in read_table(spec, allow_pipes):
             pdfs = np.asarray(pdfs)
-            if pdfs.ndim != 1 or not np.issubdtype(pdfs.dtype, np.integer) or pdfs.min() < 0:
+            if pdfs.ndim != 1 or not np.issubdtype(pdfs.dtype, np.integer) or (pdfs < 0).any():
                 raise UserError(
                     f"{spec}: utterance {utt} is not a vector of pdf ids: give ali-to-pdf's "
                     "output (not the transition-id alignments ali.*.gz)"
