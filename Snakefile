@@ -29,6 +29,8 @@ wildcard_constraints:
     kind="linear|curvilinear",
     bn="batch|running",
     start="zero|random|multistart",
+    measure="curves|distances|iterations",
+    figure="accuracy|perfmodel",
 
 
 include: "workflow/rules/data.smk"
@@ -36,6 +38,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sharpness.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/landscape.smk"
+include: "workflow/rules/experiments.smk"
 
 
 # ---- Jobs that run where Snakemake runs (seconds each; not worth a cluster queue) ----------
@@ -43,6 +46,8 @@ localrules:
     all,
     tables,
     figure_parametric,
+    measure,
+    figure_experiment,
     sensitivity,
     sensitivity_report,
 
@@ -53,6 +58,7 @@ rule all:
     input:
         rules.tables.output,
         all_figures(),
+        experiment_outputs(),
 
 
 # Not part of `all` (it multiplies the sharpness jobs): snakemake sensitivity_report

@@ -68,6 +68,15 @@ def test_profiles_load(tmp_path, profile):
     assert job_counts(proc.stdout)["total"] == 57
 
 
+def test_an_experiment_switch_adds_only_its_jobs(tmp_path):
+    switch = tmp_path / "switch.yaml"
+    switch.write_text("experiments: {curves: true}\n")
+    proc = snakemake(tmp_path, "-n", "--configfile", REPO / "config.yaml", switch)
+    counts = job_counts(proc.stdout)
+    assert counts["measure"] == 1 and counts["figure_experiment"] == 1 and counts["total"] == 59
+    assert "results/figures/F1/accuracy.png" in proc.stdout
+
+
 def test_sensitivity_report_dry_run(tmp_path):
     proc = snakemake(tmp_path, "sensitivity_report", "-n", "--configfile", REPO / "config.yaml")
     counts = job_counts(proc.stdout)
@@ -143,6 +152,23 @@ def test_smoke_preset_runs_whole_chain(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_preset_runs_the_experiments(smoke_run):
+    import pandas as pd
+
+    for net in ("F1", "F2", "C1"):
+        curves = pd.read_csv(smoke_run / f"results/experiments/{net}/curves.csv")
+        assert set(curves.regime) == {"SB", "LB"} and curves.trials.max() == 2
+        distances = pd.read_csv(smoke_run / f"results/experiments/{net}/distances.csv")
+        assert distances.seed.tolist() == [0, 1] and (distances.ratio > 0).all()
+        iterations = pd.read_csv(smoke_run / f"results/experiments/{net}/iterations.csv")
+        larger = iterations.batch_l > iterations.batch_s  # C1's 10% of 250 is 25 < 32
+        assert (iterations.iters_l[larger] < iterations.iters_s[larger]).all()
+        assert larger.any() or net == "C1"
+        for figure in ("accuracy", "perfmodel"):
+            assert (smoke_run / f"results/figures/{net}/{figure}.pdf").stat().st_size > 5000
+
+
+@pytest.mark.slow
 def test_smoke_preset_trains_f2_and_c1_for_one_epoch(smoke_run):
     for net, shape, classes in (("F2", [360], 39), ("C1", [3, 32, 32], 10)):
         for regime in ("SB", "LB"):
@@ -175,7 +201,8 @@ def test_finished_run_reruns_nothing(smoke_run):
 @pytest.mark.slow
 def test_figure_style_change_redraws_figures_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
-    assert counts == {"figure_parametric": 6, "all": 1, "total": 7}  # F1, F2, C1 × 2 kinds
+    # F1, F2, C1 × (2 parametric plots, Figure 2 and Appendix C)
+    assert counts == {"figure_parametric": 6, "figure_experiment": 6, "all": 1, "total": 13}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
@@ -199,9 +226,11 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
         "sharpness": 8,
         "landscape": 2,
         "figure_parametric": 2,
+        "measure": 3,
+        "figure_experiment": 2,
         "tables": 1,
         "all": 1,
-        "total": 18,
+        "total": 23,
     }
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
@@ -215,9 +244,11 @@ def test_dataset_change_reprepares_it_and_its_network_only(smoke_run):
         "sharpness": 8,
         "landscape": 2,
         "figure_parametric": 2,
+        "measure": 3,
+        "figure_experiment": 2,
         "tables": 1,
         "all": 1,
-        "total": 19,
+        "total": 24,
     }
 
 

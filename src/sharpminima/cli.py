@@ -147,13 +147,36 @@ def cmd_landscape(args: argparse.Namespace) -> None:
     _log(f"wrote {args.out}")
 
 
+FIGURES = {
+    "parametric": "parametric",
+    "curves": "accuracy_curves",
+    "perfmodel": "performance_model",
+}
+
+
 def cmd_figure(args: argparse.Namespace) -> None:
     from . import figures
 
-    if args.kind != "parametric":
-        raise UserError(f"unknown figure {args.kind!r}: use 'parametric'")
-    for path in figures.parametric(args.input, args.out, _settings(figures.Style, args)):
+    if args.kind not in FIGURES:
+        raise UserError(f"unknown figure {args.kind!r}: use one of {', '.join(FIGURES)}")
+    draw = getattr(figures, FIGURES[args.kind])
+    for path in draw(args.input, args.out, _settings(figures.Style, args)):
         _log(f"wrote {path}")
+
+
+def cmd_measure(args: argparse.Namespace) -> None:
+    from . import experiments
+    from .atomic import atomic_path
+
+    if args.what == "curves":
+        table = experiments.accuracy_curves(args.sb + args.lb)
+    elif args.what in ("distances", "iterations"):
+        table = getattr(experiments, args.what)(args.sb, args.lb)
+    else:
+        raise UserError(f"unknown measurement {args.what!r}: curves, distances or iterations")
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False)
+    _log(f"wrote {args.out}")
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
@@ -305,9 +328,22 @@ def parser() -> argparse.ArgumentParser:
     la.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     la.set_defaults(func=cmd_landscape)
 
+    me = sub.add_parser("measure", help="numbers read off finished runs, as CSV")
+    me.add_argument(
+        "what",
+        help="curves (Figure 2: accuracy per epoch), distances (from x0), iterations (App. C)",
+    )
+    me.add_argument("--sb", nargs="+", required=True, help="run files of the small-batch regime")
+    me.add_argument("--lb", nargs="+", required=True, help="run files of the large-batch regime")
+    me.add_argument("--out", required=True, help="CSV to write")
+    me.set_defaults(func=cmd_measure)
+
     fg = sub.add_parser("figure", help="draw a figure (PNG and PDF) from computed results")
-    fg.add_argument("kind", help="parametric (Figures 3 and 7, from a landscape file)")
-    fg.add_argument("input", help="input file (landscape .h5)")
+    fg.add_argument(
+        "kind",
+        help="parametric (Figs. 3, 7; landscape .h5), curves (Fig. 2) or perfmodel (App. C; CSV)",
+    )
+    fg.add_argument("input", help="input file (landscape .h5, or the CSV of `measure`)")
     fg.add_argument("--out", required=True, help="output path; .png and .pdf are written")
     _style_options(fg)
     fg.set_defaults(func=cmd_figure)

@@ -9,6 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
 from .landscape import read_landscape  # noqa: E402
@@ -89,4 +91,56 @@ def parametric(
         loss_ax.legend(loc="center left", frameon=False)
         loss_ax.set_title(f"{attrs['network']} ({attrs['dataset']}), trial {attrs['seed']}")
         loss_ax.grid(True, lw=0.3, alpha=0.5)
+        return save(fig, out)
+
+
+REGIME_COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange")
+
+
+def accuracy_curves(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """Figure 2: train (solid) and test (dashed) accuracy per epoch, one colour per regime,
+    bands of ± one std over trials."""
+    d = pd.read_csv(csv)
+    with plt.rc_context(style.rc()):
+        fig, ax = plt.subplots(figsize=(style.width, style.height))
+        for colour, (regime, r) in zip(
+            REGIME_COLOURS, d.groupby("regime", sort=False), strict=False
+        ):
+            for split, line in (("train", "-"), ("test", "--")):
+                mean, std = r[f"{split}_mean"], r[f"{split}_std"]
+                ax.plot(r.epoch, mean, line, color=colour, label=f"{regime} {split}")
+                ax.fill_between(r.epoch, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{d.network[0]} ({d.dataset[0]}), mean ± std over trials")
+        ax.legend(frameon=False, ncol=2)
+        ax.grid(True, lw=0.3, alpha=0.5)
+        return save(fig, out)
+
+
+def performance_model(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """Appendix C: the largest I_ℓ/I_s for which LB is faster, against the small-batch parallel
+    efficiency f_s(P), with our runs' measured I_ℓ/I_s (mean ± std over trials) across it."""
+    from .experiments import lb_bound  # here, so that other figures do not execute it
+
+    d = pd.read_csv(csv)
+    ratio = float((d.batch_s / d.batch_l).iloc[0])
+    fs = np.linspace(0.02, 1, 200)
+    with plt.rc_context(style.rc()):
+        fig, ax = plt.subplots(figsize=(style.width, style.height))
+        bound = lb_bound(fs, ratio)
+        mean, std = d.iter_ratio.mean(), d.iter_ratio.std() if len(d) > 1 else 0.0
+        bottom = min(bound.min(), mean - std, mean) / 3
+        ax.fill_between(fs, bottom, bound, color="0.92", lw=0, label="LB faster")
+        ax.plot(fs, bound, "k-", label=rf"bound $B_s/(f_s B_\ell)$, $B_s/B_\ell$ = {ratio:.3g}")
+        ax.axhline(mean, color="tab:red", label=rf"measured $I_\ell/I_s$ ({len(d)} trials)")
+        ax.axhspan(mean - std, mean + std, color="tab:red", alpha=0.2, lw=0)
+        ax.set_yscale("log")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(bottom, bound.max())
+        ax.set_xlabel(r"small-batch parallel efficiency $f_s(P)$")
+        ax.set_ylabel(r"$I_\ell / I_s$")
+        ax.set_title(f"{d.network[0]}: when LB pays off")
+        ax.legend(frameon=False, loc="upper right")
+        ax.grid(True, which="both", lw=0.3, alpha=0.5)
         return save(fig, out)

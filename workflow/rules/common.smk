@@ -203,3 +203,44 @@ def all_runs():
         regime=config["regimes"],
         seed=range(config["trials"]),
     )
+
+
+# Figure name -> (the measurement it draws, `sharpminima figure` kind).
+EXPERIMENT_FIGURES = {
+    "accuracy": ("curves", "curves"),
+    "perfmodel": ("iterations", "perfmodel"),
+}
+# Config switch -> (measurement, figure or None).
+EXPERIMENTS = {
+    "curves": ("curves", "accuracy"),
+    "distances": ("distances", None),
+    "performance_model": ("iterations", "perfmodel"),
+}
+
+
+def pair_runs(wildcards, end):
+    """Every trial's run of the first (0) or second (1) of landscape_regimes."""
+    return expand(
+        rules.train.output.run,
+        network=wildcards.network,
+        regime=config["landscape_regimes"][end],
+        seed=range(config["trials"]),
+    )
+
+
+def experiment_outputs():
+    """The CSVs and figures of the experiments switched on, for every network."""
+    on = [
+        EXPERIMENTS[name] for name, enabled in config["experiments"].items() if enabled
+    ]
+    csv = expand(
+        rules.measure.output.csv,
+        network=config["networks"],
+        measure=[m for m, _ in on],
+    )
+    png = expand(
+        rules.figure_experiment.output.png,
+        network=config["networks"],
+        figure=[f for _, f in on if f],
+    )
+    return csv + png

@@ -1,0 +1,124 @@
+"""Numbers the paper reads off finished runs, with no further training: accuracy per epoch
+(Figure 2), distances travelled from the initial point, and the iterations of Appendix C's
+performance model. Each returns a DataFrame that the workflow writes as CSV and draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import UserError
+from .store import Run
+
+
+def _runs(paths: Iterable[str | Path]) -> list[Run]:
+    runs = [Run(p) for p in paths]
+    networks = {r.attrs["network"] for r in runs}
+    if len(networks) != 1:
+        raise UserError(f"runs of {len(networks)} networks ({networks}): pass one network's runs")
+    return runs
+
+
+def accuracy_curves(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Figure 2: train and test accuracy per epoch, mean ± std over the trials of each regime.
+
+    Runs stop at different epochs; an epoch's row averages the trials that reached it, and
+    `trials` says how many did.
+    """
+    runs = _runs(paths)
+    columns = ["regime", "seed", "epoch", "train_acc", "test_acc"]
+    long = pd.concat(
+        [r.history.assign(regime=r.label, seed=r.attrs["seed"])[columns] for r in runs],
+        ignore_index=True,
+    )
+    curves = (
+        long.groupby(["regime", "epoch"], sort=False)
+        .agg(
+            trials=("seed", "size"),
+            train_mean=("train_acc", "mean"),
+            train_std=("train_acc", "std"),
+            test_mean=("test_acc", "mean"),
+            test_std=("test_acc", "std"),
+        )
+        .reset_index()
+        .fillna({"train_std": 0.0, "test_std": 0.0})
+    )
+    curves.insert(0, "network", runs[0].attrs["network"])
+    curves.insert(1, "dataset", runs[0].attrs["dataset"])
+    return curves
+
+
+def _parameters(run: Run, which: str) -> torch.Tensor:
+    """The trainable parameters of an iterate as one vector (BatchNorm buffers excluded:
+    they are statistics, not the point the optimizer moved)."""
+    names = {k for k, _ in run.architecture().named_parameters()}
+    state = run.state(which)
+    return torch.cat([state[k].flatten().double() for k in sorted(names)])
+
+
+def distances(sb_paths: Iterable[str | Path], lb_paths: Iterable[str | Path]) -> pd.DataFrame:
+    """‖x_SB − x₀‖, ‖x_LB − x₀‖ and their ratio per trial (paper: a ratio of 3–10).
+
+    SB and LB of a trial start from one x₀ (the trial's seed), which is checked.
+    """
+    lb = {r.attrs["seed"]: r for r in _runs(lb_paths)}
+    rows = []
+    for sb in _runs(sb_paths):
+        seed = sb.attrs["seed"]
+        if seed not in lb:
+            raise UserError(f"no LB run of trial {seed} beside {sb.path}: pass both of a trial")
+        x0 = _parameters(sb, "init")
+        if not torch.equal(x0, _parameters(lb[seed], "init")):
+            raise UserError(f"{sb.path} and {lb[seed].path} start from different points")
+        d_sb = float((_parameters(sb, "final") - x0).norm())
+        d_lb = float((_parameters(lb[seed], "final") - x0).norm())
+        rows.append(
+            {
+                "network": sb.attrs["network"],
+                "seed": seed,
+                "sb": sb.label,
+                "lb": lb[seed].label,
+                "sb_distance": d_sb,
+                "lb_distance": d_lb,
+                "ratio": d_sb / d_lb,
+                "x0_norm": float(x0.norm()),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("seed", ignore_index=True)
+
+
+def lb_bound(fs: np.ndarray | float, batch_ratio: float) -> np.ndarray | float:
+    """Appendix C: LB is faster iff I_ℓ/I_s < B_s / (f_s(P) B_ℓ); this is that bound, for a
+    small-batch parallel efficiency f_s(P) and batch_ratio = B_s/B_ℓ (LB efficiency taken as 1).
+    """
+    return batch_ratio / np.asarray(fs, dtype=float)
+
+
+def iterations(sb_paths: Iterable[str | Path], lb_paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Measured I_s, I_ℓ (optimizer steps to the stopping epoch) per trial, their ratio, and the
+    parallel efficiency f_s below which LB would have been faster: B_s / (B_ℓ · I_ℓ/I_s)."""
+    lb = {r.attrs["seed"]: r for r in _runs(lb_paths)}
+    rows = []
+    for sb in _runs(sb_paths):
+        other = lb[sb.attrs["seed"]]
+        i_s = sb.attrs["epochs"] * sb.attrs["steps_per_epoch"]
+        i_l = other.attrs["epochs"] * other.attrs["steps_per_epoch"]
+        ratio = sb.attrs["batch_size"] / other.attrs["batch_size"]
+        rows.append(
+            {
+                "network": sb.attrs["network"],
+                "seed": sb.attrs["seed"],
+                "batch_s": sb.attrs["batch_size"],
+                "batch_l": other.attrs["batch_size"],
+                "iters_s": i_s,
+                "iters_l": i_l,
+                "iter_ratio": i_l / i_s,
+                "fs_break_even": ratio / (i_l / i_s),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("seed", ignore_index=True)

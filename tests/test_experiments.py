@@ -1,0 +1,79 @@
+"""Numbers read off finished runs: Figure 2's curves, distances from x0, Appendix C."""
+
+import pandas as pd
+import pytest
+import torch
+
+from sharpminima import experiments
+from sharpminima.errors import UserError
+from sharpminima.store import Run
+from sharpminima.training import TrainConfig, train
+
+from .conftest import cli
+
+
+@pytest.fixture(scope="module")
+def trials(tmp_path_factory, mnist_like):
+    """SB and LB runs of trials 0 and 1; SB of trial 1 stops an epoch earlier."""
+    folder = tmp_path_factory.mktemp("trials")
+    runs = {"SB": [], "LB": []}
+    for seed in (0, 1):
+        for regime, batch in (("SB", 32), ("LB", 0.1)):
+            epochs = 2 if (regime, seed) == ("SB", 1) else 3
+            cfg = TrainConfig(
+                "F1", batch_size=batch, seed=seed, max_epochs=epochs, stop="fixed", eval_chunk=200
+            )
+            out = folder / f"{regime}{seed}.h5"
+            runs[regime].append(train(cfg, mnist_like, out, label=regime, log=lambda m: None))
+    return runs
+
+
+def test_accuracy_curves_average_the_trials_that_reached_each_epoch(trials):
+    curves = experiments.accuracy_curves(trials["SB"] + trials["LB"])
+    sb = curves[curves.regime == "SB"].set_index("epoch")
+    assert sb.trials.tolist() == [2, 2, 2, 1]  # epochs 0-3; trial 1 stopped after epoch 2
+    h0, h1 = (Run(p).history.set_index("epoch") for p in trials["SB"])
+    assert sb.train_mean[1] == pytest.approx((h0.train_acc[1] + h1.train_acc[1]) / 2)
+    assert sb.test_std[2] == pytest.approx(pd.Series([h0.test_acc[2], h1.test_acc[2]]).std())
+    assert sb.test_mean[3] == pytest.approx(h0.test_acc[3]) and sb.test_std[3] == 0
+    assert set(curves.network) == {"F1"} and set(curves.regime) == {"SB", "LB"}
+
+
+def test_distances_count_parameters_from_the_shared_start(trials):
+    d = experiments.distances(trials["SB"], trials["LB"])
+    assert d.seed.tolist() == [0, 1]
+    sb, lb = Run(trials["SB"][0]), Run(trials["LB"][0])
+    names = [k for k, _ in sb.architecture().named_parameters()]
+    init, final = sb.state("init"), sb.state("final")
+    expected = torch.cat([(final[k] - init[k]).flatten().double() for k in names]).norm()
+    assert d.sb_distance[0] == pytest.approx(float(expected))
+    assert d.ratio[0] == pytest.approx(d.sb_distance[0] / d.lb_distance[0])
+    # BatchNorm buffers move too, but they are not the optimizer's point: left out.
+    assert "0.running_mean" not in names and any("running_mean" in k for k in init)
+    assert lb.attrs["seed"] == 0
+    with pytest.raises(UserError, match="no LB run of trial 0"):
+        experiments.distances(trials["SB"][:1], trials["LB"][1:])
+
+
+def test_performance_model_and_measured_iterations(trials):
+    assert experiments.lb_bound(0.2, 0.1) == pytest.approx(0.5)  # the paper's example
+    it = experiments.iterations(trials["SB"], trials["LB"])
+    sb, lb = Run(trials["SB"][1]), Run(trials["LB"][1])
+    assert it.iters_s[1] == 2 * sb.attrs["steps_per_epoch"]
+    assert it.iters_l[1] == 3 * lb.attrs["steps_per_epoch"]
+    ratio = sb.attrs["batch_size"] / lb.attrs["batch_size"]
+    # At f_s = fs_break_even the bound equals the measured ratio: LB breaks even.
+    bound = experiments.lb_bound(it.fs_break_even[1], ratio)
+    assert bound == pytest.approx(it.iter_ratio[1])
+
+
+def test_cli_measures_and_draws(trials, tmp_path):
+    runs = ["--sb", *trials["SB"], "--lb", *trials["LB"]]
+    for what, kind in (("curves", "curves"), ("iterations", "perfmodel"), ("distances", None)):
+        csv = tmp_path / f"{what}.csv"
+        cli("measure", what, *runs, "--out", csv)
+        assert len(pd.read_csv(csv)) > 0
+        if kind:
+            cli("figure", kind, csv, "--out", tmp_path / f"{kind}.png", "--dpi", 100)
+            for ext in ("png", "pdf"):
+                assert (tmp_path / f"{kind}.{ext}").stat().st_size > 5000
