@@ -9,7 +9,7 @@ from sharpminima.errors import UserError
 from sharpminima.store import Run
 from sharpminima.training import TrainConfig, train
 
-from .conftest import cli
+from .conftest import assert_one_line_error, cli
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,11 @@ def test_cli_measures_and_draws(trials, tmp_path):
             cli("figure", kind, csv, "--out", tmp_path / f"{kind}.png", "--dpi", 100)
             for ext in ("png", "pdf"):
                 assert (tmp_path / f"{kind}.{ext}").stat().st_size > 5000
+
+
+def test_figure_refuses_the_wrong_csv(trials, tmp_path):
+    csv = tmp_path / "iterations.csv"
+    cli("measure", "iterations", "--sb", *trials["SB"], "--lb", *trials["LB"], "--out", csv)
+    proc = cli("figure", "curves", csv, "--out", tmp_path / "f.png", check=False)
+    assert_one_line_error(proc, "lacks", "sharpminima measure curves")
+    assert not list(tmp_path.glob("f.*"))

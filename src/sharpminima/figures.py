@@ -11,8 +11,10 @@ matplotlib.use("Agg")  # files only; no display needed on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
+from .errors import UserError  # noqa: E402
 from .landscape import read_landscape  # noqa: E402
 
 
@@ -94,13 +96,30 @@ def parametric(
         return save(fig, out)
 
 
+def _table(csv: str | Path, measure: str, columns: list[str]) -> pd.DataFrame:
+    """A CSV of `sharpminima measure MEASURE`, or one UserError saying what it is not."""
+    try:
+        d = pd.read_csv(csv)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{csv} is not a readable CSV ({e})") from None
+    missing = [c for c in columns if c not in d]
+    if missing or d.empty:
+        raise UserError(
+            f"{csv} lacks {', '.join(missing) or 'rows'}: pass the CSV of "
+            f"`sharpminima measure {measure}`"
+        )
+    return d
+
+
 REGIME_COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange")
 
 
 def accuracy_curves(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     """Figure 2: train (solid) and test (dashed) accuracy per epoch, one colour per regime,
-    bands of ± one std over trials."""
-    d = pd.read_csv(csv)
+    bands of ± one std over trials. Epoch 0 (chance accuracy at x₀) is left out: on the scale it
+    needs, the gap between the regimes would vanish."""
+    d = _table(csv, "curves", ["network", "dataset", "regime", "epoch", "train_mean", "test_std"])
+    d = d[d.epoch > 0] if (d.epoch > 0).any() else d
     with plt.rc_context(style.rc()):
         fig, ax = plt.subplots(figsize=(style.width, style.height))
         for colour, (regime, r) in zip(
@@ -111,8 +130,9 @@ def accuracy_curves(csv: str | Path, out: str | Path, style: Style = DEFAULT_STY
                 ax.plot(r.epoch, mean, line, color=colour, label=f"{regime} {split}")
                 ax.fill_between(r.epoch, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{d.network[0]} ({d.dataset[0]}), mean ± std over trials")
+        ax.set_title(f"{d.network.iloc[0]} ({d.dataset.iloc[0]}), mean ± std over trials")
         ax.legend(frameon=False, ncol=2)
         ax.grid(True, lw=0.3, alpha=0.5)
         return save(fig, out)
@@ -123,7 +143,7 @@ def performance_model(csv: str | Path, out: str | Path, style: Style = DEFAULT_S
     efficiency f_s(P), with our runs' measured I_ℓ/I_s (mean ± std over trials) across it."""
     from .experiments import lb_bound  # here, so that other figures do not execute it
 
-    d = pd.read_csv(csv)
+    d = _table(csv, "iterations", ["network", "batch_s", "batch_l", "iter_ratio"])
     ratio = float((d.batch_s / d.batch_l).iloc[0])
     fs = np.linspace(0.02, 1, 200)
     with plt.rc_context(style.rc()):
@@ -140,7 +160,7 @@ def performance_model(csv: str | Path, out: str | Path, style: Style = DEFAULT_S
         ax.set_ylim(bottom, bound.max())
         ax.set_xlabel(r"small-batch parallel efficiency $f_s(P)$")
         ax.set_ylabel(r"$I_\ell / I_s$")
-        ax.set_title(f"{d.network[0]}: when LB pays off")
+        ax.set_title(f"{d.network.iloc[0]}: when LB pays off")
         ax.legend(frameon=False, loc="upper right")
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
         return save(fig, out)
