@@ -215,41 +215,32 @@ def test_sharpness_change_never_retrains(smoke_run):
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
+# The jobs of one smoke network's chain after its runs change (2 regimes × 2 trials).
+ONE_NETWORK = {
+    "train": 4,
+    "sharpness": 8,
+    "landscape": 2,
+    "figure_parametric": 2,
+    "measure": 3,
+    "figure_experiment": 2,
+    "tables": 1,
+    "all": 1,
+}
+
+
 @pytest.mark.slow
 def test_training_change_reruns_that_network_and_descendants(smoke_run):
     counts, reasons = rerun_plan(
         smoke_run, "networks: {F1: {dataset: tiny, training: {max_epochs: 2}}}\n"
     )
-    assert "prepare_dataset" not in counts
-    assert counts == {
-        "train": 4,
-        "sharpness": 8,
-        "landscape": 2,
-        "figure_parametric": 2,
-        "measure": 3,
-        "figure_experiment": 2,
-        "tables": 1,
-        "all": 1,
-        "total": 23,
-    }
+    assert counts == {**ONE_NETWORK, "total": 23}  # no prepare_dataset
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
 @pytest.mark.slow
 def test_dataset_change_reprepares_it_and_its_network_only(smoke_run):
     counts, _ = rerun_plan(smoke_run, "datasets: {tiny_timit: {seed: 5}}\n")
-    assert counts == {
-        "prepare_dataset": 1,
-        "train": 4,  # F2's
-        "sharpness": 8,
-        "landscape": 2,
-        "figure_parametric": 2,
-        "measure": 3,
-        "figure_experiment": 2,
-        "tables": 1,
-        "all": 1,
-        "total": 24,
-    }
+    assert counts == {"prepare_dataset": 1, **ONE_NETWORK, "total": 24}  # F2's chain
 
 
 @pytest.mark.slow
