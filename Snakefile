@@ -30,7 +30,7 @@ wildcard_constraints:
     bn="batch|running",
     start="zero|random|multistart",
     measure="curves|distances|iterations",
-    figure="accuracy|perfmodel",
+    figure="accuracy|perfmodel|directions",
 
 
 include: "workflow/rules/data.smk"

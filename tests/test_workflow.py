@@ -164,7 +164,10 @@ def test_smoke_preset_runs_the_experiments(smoke_run):
         larger = iterations.batch_l > iterations.batch_s  # C1's 10% of 250 is 25 < 32
         assert (iterations.iters_l[larger] < iterations.iters_s[larger]).all()
         assert larger.any() or net == "C1"
-        for figure in ("accuracy", "perfmodel"):
+        directions = pd.read_csv(smoke_run / f"results/experiments/{net}/directions.csv")
+        assert len(directions) == 2 * 2 * 10  # regimes × trials × count
+        assert (directions.fraction_of_phi == directions.rise / directions.phi).all()
+        for figure in ("accuracy", "perfmodel", "directions"):
             assert (smoke_run / f"results/figures/{net}/{figure}.pdf").stat().st_size > 5000
 
 
@@ -201,8 +204,8 @@ def test_finished_run_reruns_nothing(smoke_run):
 @pytest.mark.slow
 def test_figure_style_change_redraws_figures_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
-    # F1, F2, C1 × (2 parametric plots, Figure 2 and Appendix C)
-    assert counts == {"figure_parametric": 6, "figure_experiment": 6, "all": 1, "total": 13}
+    # F1, F2, C1 × (2 parametric plots; Figure 2, Appendix C, random directions)
+    assert counts == {"figure_parametric": 6, "figure_experiment": 9, "all": 1, "total": 16}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
@@ -211,7 +214,15 @@ def test_sharpness_change_never_retrains(smoke_run):
     counts, _ = rerun_plan(smoke_run, "sharpness: {eps: [0.002], spaces: [full, random]}\n")
     assert counts == {"sharpness": 24, "tables": 1, "all": 1, "total": 26}
     counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
-    assert counts == {"sharpness": 24, "tables": 1, "all": 1, "total": 26}
+    # The directions experiment compares its rises with φ (ε = 1e-3), so it follows.
+    assert counts == {
+        "sharpness": 24,
+        "directions": 3,
+        "figure_experiment": 3,
+        "tables": 1,
+        "all": 1,
+        "total": 32,
+    }
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
@@ -222,7 +233,8 @@ ONE_NETWORK = {
     "landscape": 2,
     "figure_parametric": 2,
     "measure": 3,
-    "figure_experiment": 2,
+    "directions": 1,
+    "figure_experiment": 3,
     "tables": 1,
     "all": 1,
 }
@@ -233,21 +245,27 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
     counts, reasons = rerun_plan(
         smoke_run, "networks: {F1: {dataset: tiny, training: {max_epochs: 2}}}\n"
     )
-    assert counts == {**ONE_NETWORK, "total": 23}  # no prepare_dataset
+    assert counts == {**ONE_NETWORK, "total": 25}  # no prepare_dataset
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
 @pytest.mark.slow
 def test_dataset_change_reprepares_it_and_its_network_only(smoke_run):
     counts, _ = rerun_plan(smoke_run, "datasets: {tiny_timit: {seed: 5}}\n")
-    assert counts == {"prepare_dataset": 1, **ONE_NETWORK, "total": 24}  # F2's chain
+    assert counts == {"prepare_dataset": 1, **ONE_NETWORK, "total": 26}  # F2's chain
 
 
 @pytest.mark.slow
 def test_report_gathers_tables_and_figures_with_captions(smoke_run):
     snakemake(smoke_run, "--configfile", SMOKE, "--report", "report.html")
     html = (smoke_run / "report.html").read_text()
-    for words in ("Tables 2-4", "Figures 3 and 7: parametric plots", "small-batch minimizer"):
+    captions = ("small-batch minimizer", "Appendix C", "random unit directions")
+    for words in (
+        "Tables 2-4",
+        "Figures 3 and 7: parametric plots",
+        "Further experiments",
+        *captions,
+    ):
         assert words in html, words
     assert rerun_plan(smoke_run) == ({}, set())  # a report changes nothing
 

@@ -151,6 +151,7 @@ FIGURES = {
     "parametric": "parametric",
     "curves": "accuracy_curves",
     "perfmodel": "performance_model",
+    "directions": "direction_rises",
 }
 
 
@@ -162,6 +163,25 @@ def cmd_figure(args: argparse.Namespace) -> None:
     draw = getattr(figures, FIGURES[args.kind])
     for path in draw(args.input, args.out, _settings(figures.Style, args)):
         _log(f"wrote {path}")
+
+
+def cmd_directions(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .atomic import atomic_path
+    from .experiments import random_directions
+
+    if len(args.runs) != len(args.phi):
+        raise UserError(f"{len(args.runs)} runs but {len(args.phi)} --phi files: one per run")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tables = [
+        random_directions(run, phi, args.count, args.seed, args.device, _log)
+        for run, phi in zip(args.runs, args.phi, strict=True)
+    ]
+    with atomic_path(args.out) as tmp:
+        pd.concat(tables, ignore_index=True).to_csv(tmp, index=False)
+    _log(f"wrote {args.out}")
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
@@ -337,6 +357,16 @@ def parser() -> argparse.ArgumentParser:
     me.add_argument("--lb", nargs="+", required=True, help="run files of the large-batch regime")
     me.add_argument("--out", required=True, help="CSV to write")
     me.set_defaults(func=cmd_measure)
+
+    di = sub.add_parser("directions", help="f along random unit directions at φ's radius, as CSV")
+    di.add_argument("--runs", nargs="+", required=True, help="run files")
+    di.add_argument("--phi", nargs="+", required=True, help="each run's full-space φ JSON")
+    di.add_argument("--count", type=int, default=100, help="directions per run")
+    di.add_argument("--seed", type=int, default=0, help="seed of the directions")
+    di.add_argument("--out", required=True, help="CSV to write")
+    di.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    di.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    di.set_defaults(func=cmd_directions)
 
     fg = sub.add_parser("figure", help="draw a figure (PNG and PDF) from computed results")
     fg.add_argument(

@@ -164,3 +164,26 @@ def performance_model(csv: str | Path, out: str | Path, style: Style = DEFAULT_S
         ax.legend(frameon=False, loc="upper right")
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
         return save(fig, out)
+
+
+def direction_rises(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """The rise of f along random directions as a fraction of the run's full-space φ, one box
+    per regime (all trials' directions pooled): near 1, f rises in every direction; near 0, the
+    steep ones are a small subspace that random directions miss."""
+    d = _table(csv, "directions", ["network", "regime", "seed", "fraction_of_phi"])
+    groups = list(d.groupby("regime", sort=False))
+    flat = int((d.fraction_of_phi <= 0).sum())  # f fell: cannot sit on a log axis
+    with plt.rc_context(style.rc()):
+        fig, ax = plt.subplots(figsize=(style.width, style.height))
+        rises = [g.fraction_of_phi[g.fraction_of_phi > 0] for _, g in groups]
+        ax.boxplot(rises, whis=(5, 95), showfliers=False)
+        ax.set_xticks(range(1, len(groups) + 1), [name for name, _ in groups])
+        ax.axhline(1, color="tab:red", ls="--", lw=0.8, label="φ (the box's steepest point)")
+        ax.set_yscale("log")
+        ax.set_ylabel("rise along a random direction / φ")
+        n = d.groupby(["regime", "seed"]).size().iloc[0]
+        note = f"; {flat} non-positive left out" if flat else ""
+        ax.set_title(f"{d.network.iloc[0]}: {n} directions per trial, 5–95%{note}")
+        ax.legend(frameon=False, loc="center right")
+        ax.grid(True, which="both", lw=0.3, alpha=0.5)
+        return save(fig, out)

@@ -209,12 +209,14 @@ def all_runs():
 EXPERIMENT_FIGURES = {
     "accuracy": ("curves", "curves"),
     "perfmodel": ("iterations", "perfmodel"),
+    "directions": ("directions", "directions"),
 }
 # Config switch -> (measurement, figure or None).
 EXPERIMENTS = {
     "curves": ("curves", "accuracy"),
     "distances": ("distances", None),
     "performance_model": ("iterations", "perfmodel"),
+    "directions": ("directions", "directions"),
 }
 
 
@@ -225,6 +227,20 @@ def pair_runs(wildcards, end):
         network=wildcards.network,
         regime=config["landscape_regimes"][end],
         seed=range(config["trials"]),
+    )
+
+
+def direction_phi(wildcards):
+    """The full-space φ of each run of pair_runs, in the same order (SB trials, LB trials)."""
+    return expand(
+        rules.sharpness.output.json,
+        network=wildcards.network,
+        regime=config["landscape_regimes"],
+        seed=range(config["trials"]),
+        space="full",
+        eps=config["directions"]["eps"],
+        bn=config["sharpness"]["bn"],
+        start=config["sharpness"]["start"],
     )
 
 

@@ -1,6 +1,6 @@
 # Experiments read off finished runs (issue 6), each a switch under `experiments:`: Figure 2
-# (accuracy per epoch), distances from the initial point, Appendix C's performance model.
-# Each reads the SB and LB runs (landscape_regimes) of every trial that already exist.
+# (accuracy per epoch), distances from the initial point, Appendix C's performance model, and
+# f along random directions. Each reads the SB and LB runs (landscape_regimes) of every trial.
 
 
 rule measure:
@@ -21,6 +21,29 @@ rule measure:
     shell:
         "sharpminima measure {wildcards.measure} --sb {input.sb} --lb {input.lb} "
         "--out {output.csv} > {log} 2>&1"
+
+
+rule directions:
+    input:
+        runs=lambda wc: pair_runs(wc, 0) + pair_runs(wc, 1),
+        phi=direction_phi,
+        code=src("data", "models", "store", "training", "sharpness", "experiments"),
+    output:
+        csv="results/experiments/{network}/directions.csv",
+    log:
+        "logs/experiments/{network}/directions.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    threads: config["sharpness_threads"]
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=config["gpu"],
+    params:
+        options=cli_args({k: v for k, v in config["directions"].items() if k != "eps"}),
+    shell:
+        "sharpminima directions --runs {input.runs} --phi {input.phi} {params.options} "
+        "--threads {threads} --out {output.csv} > {log} 2>&1"
 
 
 rule figure_experiment:
