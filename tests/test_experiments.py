@@ -127,6 +127,8 @@ def test_random_directions_rise_on_phis_scale(trials, tmp_path):
     assert table.fraction_of_phi[0] == pytest.approx(rise / phi["phi"], rel=1e-4)
     with pytest.raises(UserError, match="is not the full-space φ"):
         experiments.random_directions(trials["SB"][0], phi_file, count=1)
+    with pytest.raises(UserError, match="run the sharpness first"):
+        experiments.random_directions(trials["SB"][0], tmp_path / "none.json", count=1)
 
 
 def test_directions_cli_pairs_runs_with_phi(trials, tmp_path):

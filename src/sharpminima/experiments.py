@@ -141,10 +141,13 @@ def random_directions(
     scale, with ρ = ‖ε(|x| + 1)‖ the norm of the box's corners, and each rise's fraction of the
     run's own full-space φ (`phi_file`, which fixes ε and the BatchNorm mode).
     """
-    from .sharpness import Loss, SharpnessConfig
+    from .sharpness import Loss, SharpnessConfig  # here: only this measurement runs them
     from .training import pick_device
 
-    phi = json.loads(Path(phi_file).read_text())
+    try:
+        phi = json.loads(Path(phi_file).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{phi_file} is unreadable ({e}): run the sharpness first") from None
     run = Run(run_path)
     mine = (run.attrs["network"], run.label, run.attrs["seed"], "full")
     if tuple(phi.get(k) for k in ("network", "regime", "run_seed", "space")) != mine:
