@@ -3,6 +3,7 @@ Kaldi's own formats (the corpus itself is licensed and not here)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -137,13 +138,21 @@ def test_classes_from_config_and_rspecifiers(corpus):
     root, train, _ = corpus
     base = root / "timit-kaldi"
     out = root / "timit.h5"
-    # rspecifiers and files instead of directories; a gzipped alignment.
+    # rspecifiers and files instead of directories; the train alignments gzipped and split in
+    # two files, as ali-to-pdf output per job often is.
+    ali = list(kaldiio.load_ark(str(base / "train" / "pdf.ark")))
+    parts = []
+    for i, half in enumerate((ali[:1], ali[1:])):
+        parts.append(base / f"pdf.{i}.ark.gz")
+        with gzip.open(parts[-1], "wb") as f:
+            kaldiio.save_ark(f, dict(half))
     args = ["--train", f"scp:{base / 'train' / 'feats.scp'}", "--test", base / "test" / "feats.ark"]
-    args += ["--test-ali", f"ark,t:{base / 'test' / 'pdf.ark'}", "--classes", 1973]
-    assert prepare(root, "--out", out, *args) == 0
+    args += ["--train-ali", *parts, "--test-ali", f"ark,t:{base / 'test' / 'pdf.ark'}"]
+    assert prepare(root, "--out", out, *args, "--classes", 1973) == 0
     ds = load_dataset(out)
     assert ds.num_classes == 1973 and ds.input_shape == (9 * DIM,)
     assert len(ds.x_train) == sum(len(a) for _, a in train.values())
+    assert ds.y_train.tolist() == np.concatenate([a for _, a in train.values()]).tolist()
 
 
 def test_relative_scp_paths_start_from_kaldi_root(corpus, monkeypatch):
