@@ -37,10 +37,22 @@ def _shape(text: str) -> tuple[int, ...]:
         raise UserError(f"--input-shape must be comma-separated integers, got {text!r}") from None
 
 
-def _settings(cls, args: argparse.Namespace, **overrides):
-    """A settings dataclass from the options of the same names; --threads applied on the way."""
+def _threads(args: argparse.Namespace) -> None:
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
+
+
+def _write_csv(table, out: str) -> None:
+    from .atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+    _log(f"wrote {out}")
+
+
+def _settings(cls, args: argparse.Namespace, **overrides):
+    """A settings dataclass from the options of the same names; --threads applied on the way."""
+    _threads(args)
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in vars(args).items() if k in fields} | overrides)
 
@@ -168,25 +180,20 @@ def cmd_figure(args: argparse.Namespace) -> None:
 def cmd_directions(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .atomic import atomic_path
     from .experiments import random_directions
 
     if len(args.runs) != len(args.phi):
         raise UserError(f"{len(args.runs)} runs but {len(args.phi)} --phi files: one per run")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _threads(args)
     tables = [
         random_directions(run, phi, args.count, args.seed, args.device, _log)
         for run, phi in zip(args.runs, args.phi, strict=True)
     ]
-    with atomic_path(args.out) as tmp:
-        pd.concat(tables, ignore_index=True).to_csv(tmp, index=False)
-    _log(f"wrote {args.out}")
+    _write_csv(pd.concat(tables, ignore_index=True), args.out)
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
     from . import experiments
-    from .atomic import atomic_path
 
     if args.what == "curves":
         table = experiments.accuracy_curves(args.sb + args.lb)
@@ -194,9 +201,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
         table = getattr(experiments, args.what)(args.sb, args.lb)
     else:
         raise UserError(f"unknown measurement {args.what!r}: curves, distances or iterations")
-    with atomic_path(args.out) as tmp:
-        table.to_csv(tmp, index=False)
-    _log(f"wrote {args.out}")
+    _write_csv(table, args.out)
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
@@ -371,7 +376,8 @@ def parser() -> argparse.ArgumentParser:
     fg = sub.add_parser("figure", help="draw a figure (PNG and PDF) from computed results")
     fg.add_argument(
         "kind",
-        help="parametric (Figs. 3, 7; landscape .h5), curves (Fig. 2) or perfmodel (App. C; CSV)",
+        help="parametric (Figs. 3, 7; landscape .h5); curves (Fig. 2), perfmodel (App. C) or "
+        "directions (CSVs of `measure` and `directions`)",
     )
     fg.add_argument("input", help="input file (landscape .h5, or the CSV of `measure`)")
     fg.add_argument("--out", required=True, help="output path; .png and .pdf are written")

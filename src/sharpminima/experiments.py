@@ -54,36 +54,45 @@ def accuracy_curves(paths: Iterable[str | Path]) -> pd.DataFrame:
     return curves
 
 
-def _parameters(run: Run, which: str) -> torch.Tensor:
-    """The trainable parameters of an iterate as one vector (BatchNorm buffers excluded:
-    they are statistics, not the point the optimizer moved)."""
-    names = {k for k, _ in run.architecture().named_parameters()}
-    state = run.state(which)
-    return torch.cat([state[k].flatten().double() for k in sorted(names)])
-
-
-def distances(sb_paths: Iterable[str | Path], lb_paths: Iterable[str | Path]) -> pd.DataFrame:
-    """‖x_SB − x₀‖, ‖x_LB − x₀‖ and their ratio per trial (paper: a ratio of 3–10).
-
-    SB and LB of a trial start from one x₀ (the trial's seed), which is checked.
-    """
+def _pairs(sb_paths: Iterable[str | Path], lb_paths: Iterable[str | Path]) -> list[tuple[Run, Run]]:
+    """(SB, LB) runs of each trial, matched by seed; a trial missing its LB run is refused."""
     lb = {r.attrs["seed"]: r for r in _runs(lb_paths)}
-    rows = []
+    pairs = []
     for sb in _runs(sb_paths):
         seed = sb.attrs["seed"]
         if seed not in lb:
             raise UserError(f"no LB run of trial {seed} beside {sb.path}: pass both of a trial")
-        x0 = _parameters(sb, "init")
-        if not torch.equal(x0, _parameters(lb[seed], "init")):
-            raise UserError(f"{sb.path} and {lb[seed].path} start from different points")
-        d_sb = float((_parameters(sb, "final") - x0).norm())
-        d_lb = float((_parameters(lb[seed], "final") - x0).norm())
+        pairs.append((sb, lb[seed]))
+    return pairs
+
+
+def _parameters(run: Run, which: str, names: list[str]) -> torch.Tensor:
+    """The parameters `names` of an iterate as one vector."""
+    state = run.state(which)
+    return torch.cat([state[k].flatten().double() for k in names])
+
+
+def distances(sb_paths: Iterable[str | Path], lb_paths: Iterable[str | Path]) -> pd.DataFrame:
+    """‖x_SB − x₀‖, ‖x_LB − x₀‖ and their ratio per trial (paper: a ratio of 3–10), over the
+    trainable parameters (BatchNorm buffers are statistics, not the point the optimizer moved).
+
+    SB and LB of a trial start from one x₀ (the trial's seed), which is checked.
+    """
+    pairs = _pairs(sb_paths, lb_paths)
+    names = sorted(k for k, _ in pairs[0][0].architecture().named_parameters())
+    rows = []
+    for sb, lb in pairs:
+        x0 = _parameters(sb, "init", names)
+        if not torch.equal(x0, _parameters(lb, "init", names)):
+            raise UserError(f"{sb.path} and {lb.path} start from different points")
+        d_sb = float((_parameters(sb, "final", names) - x0).norm())
+        d_lb = float((_parameters(lb, "final", names) - x0).norm())
         rows.append(
             {
                 "network": sb.attrs["network"],
-                "seed": seed,
+                "seed": sb.attrs["seed"],
                 "sb": sb.label,
-                "lb": lb[seed].label,
+                "lb": lb.label,
                 "sb_distance": d_sb,
                 "lb_distance": d_lb,
                 "ratio": d_sb / d_lb,
@@ -103,10 +112,8 @@ def lb_bound(fs: np.ndarray | float, batch_ratio: float) -> np.ndarray | float:
 def iterations(sb_paths: Iterable[str | Path], lb_paths: Iterable[str | Path]) -> pd.DataFrame:
     """Measured I_s, I_ℓ (optimizer steps to the stopping epoch) per trial, their ratio, and the
     parallel efficiency f_s below which LB would have been faster: B_s / (B_ℓ · I_ℓ/I_s)."""
-    lb = {r.attrs["seed"]: r for r in _runs(lb_paths)}
     rows = []
-    for sb in _runs(sb_paths):
-        other = lb[sb.attrs["seed"]]
+    for sb, other in _pairs(sb_paths, lb_paths):
         i_s = sb.attrs["epochs"] * sb.attrs["steps_per_epoch"]
         i_l = other.attrs["epochs"] * other.attrs["steps_per_epoch"]
         ratio = sb.attrs["batch_size"] / other.attrs["batch_size"]
@@ -141,7 +148,7 @@ def random_directions(
     scale, with ρ = ‖ε(|x| + 1)‖ the norm of the box's corners, and each rise's fraction of the
     run's own full-space φ (`phi_file`, which fixes ε and the BatchNorm mode).
     """
-    from .sharpness import Loss, SharpnessConfig  # here: only this measurement runs them
+    from .sharpness import Loss, SharpnessConfig, box, scaled  # here: only this one runs them
     from .training import pick_device
 
     try:
@@ -157,14 +164,14 @@ def random_directions(
     cfg = SharpnessConfig(eps=phi["eps"], bn=phi["bn"], chunk=phi["chunk"])
     loss = Loss(run.model().to(dev), data.x_train.to(dev), data.y_train.to(dev), cfg)
     x = loss.theta0
-    radius = float((cfg.eps * (x.abs() + 1)).norm())
+    radius = float(box(cfg.eps, x).norm())
     f0, _ = loss(x, grad=False)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     rows = []
     for i in range(count):
         d = torch.randn(x.numel(), generator=gen, dtype=x.dtype).to(dev)
         f, _ = loss(x + radius * d / d.norm(), grad=False)
-        rise = (f - f0) / (1 + f0) * 100
+        rise = scaled(f - f0, f0)
         rows.append({"direction": i, "rise": rise, "fraction_of_phi": rise / phi["phi"]})
         if (i + 1) % max(1, count // 10) == 0:
             median = np.median([r["rise"] for r in rows])

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UserError
+
 CMVN = ("none", "mean", "meanvar")
+
+
+def check_options(context: int, cmvn: str) -> None:
+    """Both front ends' splice and CMVN options, refused in one line before any work."""
+    if cmvn not in CMVN:
+        raise UserError(f"unknown --cmvn {cmvn!r}: choose one of {', '.join(CMVN)}")
+    if context < 0:
+        raise UserError(f"--context must be 0 or more frames, got {context}")
 
 
 def splice(feats: np.ndarray, context: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .data import _sha256_file, stream_dataset
 from .errors import UserError
-from .frames import CMVN, apply_cmvn, splice
+from .frames import apply_cmvn, check_options, splice
 
 # "path", "path:offset" or "path:offset[slices]": the forms an scp value takes besides a pipe.
 SCP_VALUE = re.compile(r"^(?P<path>.*?)(?P<rest>:\d+(\[[^\]]*\])?)?$")
@@ -207,10 +207,7 @@ def prepare_timit_kaldi(
 ) -> None:
     """Kaldi features + pdf alignments → dataset file; classes from the alignments unless
     given (the paper's tree has 1973 pdfs)."""
-    if cmvn not in CMVN:
-        raise UserError(f"unknown --cmvn {cmvn!r}: choose one of {', '.join(CMVN)}")
-    if context < 0:
-        raise UserError(f"--context must be 0 or more frames, got {context}")
+    check_options(context, cmvn)
     splits = {"train": train, "test": test}
     for name, split in splits.items():
         if not split.ali:

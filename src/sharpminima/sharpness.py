@@ -55,6 +55,16 @@ class SharpnessConfig:
             raise UserError("eps must be positive, iters and dim at least 1, chunk at least 2")
 
 
+def box(eps: float, z: torch.Tensor) -> torch.Tensor:
+    """Half-widths of C_ε around coordinates z: ε(|z_i| + 1)."""
+    return eps * (z.abs() + 1)
+
+
+def scaled(rise: float, f_x: float) -> float:
+    """Metric 2.1's scaling of a rise of f: relative to 1 + f(x), in percent."""
+    return rise / (1 + f_x) * 100
+
+
 class Loss:
     """f(θ) and ∇f(θ): mean cross-entropy over all of (x, y) at flat parameters θ."""
 
@@ -178,17 +188,13 @@ def maximise(
     `log` gets one line per L-BFGS-B iteration: φ so far and the time left.
     """
     x = loss.theta0
-    bound = cfg.eps * (A.pinv(x).double().abs().cpu().numpy() + 1)
+    bound = box(cfg.eps, A.pinv(x).double()).cpu().numpy()
     f_x, g_x = loss(x, grad=True)
     # The rise a linear model of f would give: max over the box of ∇f(x)ᵀAy. Where φ is close to
     # it, φ measures the gradient left at x (distance from a minimizer), not curvature.
     g_sub = A.T(g_x).double().cpu().numpy()
     first_order = float(np.abs(g_sub) @ bound)
     best = {"f": f_x}
-
-    def metric(rise: float) -> float:
-        """Metric 2.1's scaling of a rise of f: relative to 1 + f(x), in percent."""
-        return rise / (1 + f_x) * 100
 
     def objective(y: np.ndarray) -> tuple[float, np.ndarray]:
         yt = torch.from_numpy(y).to(x.device)
@@ -207,7 +213,7 @@ def maximise(
         left = (time.perf_counter() - started) / done * (len(starts) * cfg.iters - done)
         log(
             f"start {start + 1}/{len(starts)} iteration {it}/{cfg.iters}: "
-            f"phi so far {metric(best['f'] - f_x):.4g} "
+            f"phi so far {scaled(best['f'] - f_x, f_x):.4g} "
             f"({loss.evaluations} evaluations, about {left / 60:.1f} min left)"
         )
 
@@ -223,7 +229,7 @@ def maximise(
     violation = float(np.max(np.abs(y_best) - bound).clip(min=0))
     f_max = best["f"]
     return {
-        "phi": metric(f_max - f_x),
+        "phi": scaled(f_max - f_x, f_x),
         "f_x": f_x,
         "f_max": f_max,
         "nit": nit,
@@ -232,7 +238,7 @@ def maximise(
         "message": " | ".join(messages),
         "max_bound_violation": violation,
         "grad_norm": float(g_x.norm()),
-        "first_order_phi": metric(first_order),
+        "first_order_phi": scaled(first_order, f_x),
         "y_at_bound_fraction": float(np.mean(np.isclose(np.abs(y_best), bound, rtol=1e-6))),
     }
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .data import stream_dataset
 from .errors import UserError
-from .frames import CMVN, apply_cmvn, cmvn_stats, splice
+from .frames import apply_cmvn, check_options, cmvn_stats, splice
 
 SAMPLE_RATE = 16000
 FRAME_LENGTH, FRAME_SHIFT = 400, 160  # 25 ms and 10 ms at 16 kHz, Kaldi's defaults
@@ -209,10 +209,7 @@ def prepare_timit_raw(
             f"TIMIT corpus folder {corpus} does not exist: put the LDC93S1 TIMIT/ folder there "
             "(or set data_root / --corpus)"
         )
-    if cmvn not in CMVN:
-        raise UserError(f"unknown --cmvn {cmvn!r}: choose one of {', '.join(CMVN)}")
-    if context < 0:
-        raise UserError(f"--context must be 0 or more frames, got {context}")
+    check_options(context, cmvn)
     names, classes = phone_set(phones)
     splits = {s: speakers(corpus, s) for s in ("train", "test")}
     tallies = {
