@@ -21,7 +21,7 @@ include: "workflow/rules/common.smk"
 # ---- Wildcards: only names the config defines ---------------------------------------------
 wildcard_constraints:
     network="|".join(config["networks"]),
-    regime="|".join(config["regimes"]),
+    regime=REGIME_PATTERN,
     dataset="|".join(config["datasets"]),
     seed=r"\d+",
     space="full|random",
@@ -30,7 +30,7 @@ wildcard_constraints:
     bn="batch|running",
     start="zero|random|multistart",
     measure="curves|distances|iterations",
-    figure="accuracy|perfmodel|directions",
+    figure="|".join(EXPERIMENT_FIGURES),
 
 
 include: "workflow/rules/data.smk"
@@ -48,6 +48,8 @@ localrules:
     figure_parametric,
     measure,
     figure_experiment,
+    measure_sweep,
+    measure_warmstart,
     sensitivity,
     sensitivity_report,
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sharpminima.data import make_synthetic
+from sharpminima.training import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -44,6 +45,22 @@ def mnist_like(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny.h5"
     make_synthetic(path, 600, 200, (1, 28, 28), 10, seed=0)
     return path
+
+
+@pytest.fixture(scope="session")
+def trials(tmp_path_factory, mnist_like):
+    """SB and LB runs of trials 0 and 1; SB of trial 1 stops an epoch earlier."""
+    folder = tmp_path_factory.mktemp("trials")
+    runs = {"SB": [], "LB": []}
+    for seed in (0, 1):
+        for regime, batch in (("SB", 32), ("LB", 0.1)):
+            epochs = 2 if (regime, seed) == ("SB", 1) else 3
+            cfg = TrainConfig(
+                "F1", batch_size=batch, seed=seed, max_epochs=epochs, stop="fixed", eval_chunk=200
+            )
+            out = folder / f"{regime}{seed}.h5"
+            runs[regime].append(train(cfg, mnist_like, out, label=regime, log=lambda m: None))
+    return runs
 
 
 def snakemake(workdir: Path, *args: object, check: bool = True) -> subprocess.CompletedProcess:

@@ -9,25 +9,8 @@ import torch
 from sharpminima import experiments
 from sharpminima.errors import UserError
 from sharpminima.store import Run
-from sharpminima.training import TrainConfig, train
 
 from .conftest import assert_one_line_error, cli
-
-
-@pytest.fixture(scope="module")
-def trials(tmp_path_factory, mnist_like):
-    """SB and LB runs of trials 0 and 1; SB of trial 1 stops an epoch earlier."""
-    folder = tmp_path_factory.mktemp("trials")
-    runs = {"SB": [], "LB": []}
-    for seed in (0, 1):
-        for regime, batch in (("SB", 32), ("LB", 0.1)):
-            epochs = 2 if (regime, seed) == ("SB", 1) else 3
-            cfg = TrainConfig(
-                "F1", batch_size=batch, seed=seed, max_epochs=epochs, stop="fixed", eval_chunk=200
-            )
-            out = folder / f"{regime}{seed}.h5"
-            runs[regime].append(train(cfg, mnist_like, out, label=regime, log=lambda m: None))
-    return runs
 
 
 def test_accuracy_curves_average_the_trials_that_reached_each_epoch(trials):
@@ -144,3 +127,79 @@ def test_directions_cli_pairs_runs_with_phi(trials, tmp_path):
     )
     assert_one_line_error(proc, "2 runs but 1 --phi files")
     assert not (tmp_path / "d.csv").exists()
+
+
+def _phi_files(runs, folder):
+    from sharpminima.sharpness import SharpnessConfig, run_sharpness
+
+    files = []
+    for run in runs:
+        phi = run_sharpness(run, SharpnessConfig(iters=1, chunk=200), log=lambda m: None)
+        files.append(folder / f"phi{len(files)}.json")
+        files[-1].write_text(json.dumps(phi))
+    return files
+
+
+def test_sweep_averages_accuracy_and_phi_per_batch_size(trials, tmp_path):
+    runs = trials["SB"] + trials["LB"]
+    phis = _phi_files(runs, tmp_path)
+    table = experiments.sweep(runs, phis)
+    assert table.batch_size.tolist() == [32, 60] and table.trials.tolist() == [2, 2]
+    finals = [Run(p).history.test_acc.iloc[-1] for p in trials["LB"]]
+    assert table.test_mean[1] == pytest.approx(sum(finals) / 2)
+    lb_phi = [json.loads(p.read_text())["phi"] for p in phis[2:]]
+    assert table.phi_std[1] == pytest.approx(pd.Series(lb_phi).std())
+    with pytest.raises(UserError, match="no φ of"):
+        experiments.sweep(runs, phis[:3])
+    csv = tmp_path / "sweep.csv"
+    cli("measure", "sweep", "--runs", *runs, "--phi", *phis, "--out", csv)
+    cli("figure", "sweep", csv, "--out", tmp_path / "fig4.png", "--dpi", 100)
+    assert (tmp_path / "fig4.pdf").stat().st_size > 5000
+    proc = cli("measure", "sweep", "--runs", *runs, "--out", tmp_path / "x.csv", check=False)
+    assert_one_line_error(proc, "measure sweep needs --phi")
+
+
+def test_warm_started_runs_begin_at_the_stored_iterate(trials, mnist_like, tmp_path):
+    from sharpminima.training import TrainConfig, WarmStart, train
+
+    source = trials["SB"][0]
+    warm = []
+    for epoch in (0, 2):
+        cfg = TrainConfig("F1", batch_size=0.1, seed=0, max_epochs=1, stop="fixed", eval_chunk=200)
+        out = tmp_path / f"warm{epoch}.h5"
+        train(cfg, mnist_like, out, label=f"LB{epoch}", log=lambda m: None,
+              warm=WarmStart(str(source), epoch))  # fmt: skip
+        warm.append(out)
+    sb, lb = Run(source), Run(warm[1])
+    for key, value in lb.state("init").items():
+        assert torch.equal(value, sb.state(2)[key]), key
+    assert lb.attrs["warm_epoch"] == 2 and lb.attrs["warm_run_finished"] == sb.attrs["finished"]
+    x0 = sb.state("init")
+    assert all(torch.equal(v, x0[k]) for k, v in Run(warm[0]).state("init").items())
+    table = experiments.warmstart([source], warm, _phi_files(warm, tmp_path))
+    assert table.warm_epoch.tolist() == [0, 2]
+    assert table.sb_test_acc[1] == sb.history.set_index("epoch").test_acc[2]
+    assert table.lb_test_acc[1] == lb.history.test_acc.iloc[-1] and table.lb_epochs[1] == 1
+    with pytest.raises(UserError, match="not warm-started from one of the --sb runs"):
+        experiments.warmstart(trials["SB"][1:], warm, [])
+    csv = tmp_path / "warm.csv"
+    table.to_csv(csv, index=False)
+    cli("figure", "warmstart", csv, "--out", tmp_path / "fig5.png", "--dpi", 100)
+    assert (tmp_path / "fig5.pdf").stat().st_size > 5000
+
+
+def test_warm_start_options_are_checked(trials, mnist_like, tmp_path):
+    out = tmp_path / "w.h5"
+    base = ("train", "--network", "F1", "--data", mnist_like, "--out", out, "--stop", "fixed")
+    proc = cli(*base, "--warm-run", trials["SB"][0], check=False)
+    assert_one_line_error(proc, "--warm-run and --warm-epoch go together")
+    proc = cli(*base, "--warm-run", trials["SB"][0], "--warm-epoch", 7, check=False)
+    assert_one_line_error(proc, "stores no iterate for epoch 7")
+    other = tmp_path / "other.h5"
+    from sharpminima.data import make_synthetic
+
+    make_synthetic(other, 300, 50, (1, 28, 28), 10, seed=3)
+    proc = cli(*base[:4], other, *base[5:], "--warm-run", trials["SB"][0], "--warm-epoch", 1,
+               check=False)  # fmt: skip
+    assert_one_line_error(proc, "trained on other data")
+    assert not out.exists() and not (tmp_path / "w.h5.partial").exists()

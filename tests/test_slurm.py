@@ -104,12 +104,15 @@ def test_smoke_preset_through_slurm_matches_local_run(slurm_env, smoke_run, tmp_
     jobs = [line.split("|") for line in sacct.splitlines() if line]
     rules = sorted(comment.split("_wildcards")[0] for comment, _, _ in jobs)
     # Every job but the local rules (tables, figures) went through SLURM and completed; the
-    # ones that train or evaluate networks asked for a GPU.
-    assert rules.count("rule_train") == 4 and rules.count("rule_sharpness") == 8, rules
+    # ones that train or evaluate networks asked for a GPU. Training: SB, LB, the sweep's
+    # batch 16 (2 trials each), the warm starts' source and its 3 LB runs, each its own job.
+    assert rules.count("rule_train") == 4 + 2 + 4 and rules.count("rule_sharpness") == 8 + 5
+    assert rules.count("rule_trajectory") == 1, rules
     assert not any(r.startswith(("rule_tables", "rule_figure")) for r in rules), rules
     for comment, state, tres in jobs:
         assert state == "COMPLETED", (comment, state)
-        needs_gpu = comment.startswith(("rule_train", "rule_sharpness", "rule_landscape"))
+        gpu_rules = ("train", "sharpness", "landscape", "directions", "trajectory")
+        needs_gpu = comment.startswith(tuple(f"rule_{r}_" for r in gpu_rules))
         assert ("gres/gpu=1" in tres) == needs_gpu, (comment, tres)
     assert_same_results(tmp_path, smoke_run)
     assert not (tmp_path / "results/runs/F2").exists()

@@ -128,7 +128,7 @@ def test_network_training_overrides_are_checked_and_not_filled(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_preset_runs_whole_chain(smoke_run):
-    runs = sorted((smoke_run / "results/runs/F1").glob("*/seed*.h5"))
+    runs = sorted((smoke_run / "results/runs/F1").glob("[LS]B/seed*.h5"))
     assert [p.relative_to(smoke_run / "results/runs/F1").as_posix() for p in runs] == [
         "LB/seed0.h5",
         "LB/seed1.h5",
@@ -142,7 +142,7 @@ def test_smoke_preset_runs_whole_chain(smoke_run):
     for n in (2, 3, 4):
         table = (smoke_run / f"results/tables/table{n}.md").read_text()
         assert "| F1 |" in table and "F1 on synthetic" in table
-    phi = sorted((smoke_run / "results/sharpness/F1").glob("*/seed*/*.json"))
+    phi = sorted((smoke_run / "results/sharpness/F1").glob("[LS]B/seed*/*.json"))
     assert len(phi) == 2 * 2 * 2  # regimes × trials × spaces
     for kind in ("linear", "curvilinear"):
         for ext in ("png", "pdf"):
@@ -169,6 +169,39 @@ def test_smoke_preset_runs_the_experiments(smoke_run):
         assert (directions.fraction_of_phi == directions.rise / directions.phi).all()
         for figure in ("accuracy", "perfmodel", "directions"):
             assert (smoke_run / f"results/figures/{net}/{figure}.pdf").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_smoke_preset_runs_figures_4_5_6_on_f1(smoke_run):
+    import pandas as pd
+
+    experiments = smoke_run / "results/experiments"
+    trajectory = pd.read_csv(experiments / "F1/trajectory.csv")
+    for (regime, bn), points in trajectory.groupby(["regime", "bn"]):
+        last = Run(smoke_run / f"results/runs/F1/{regime}/seed0.h5").attrs["epochs"]
+        assert points.epoch.tolist() == list(range(last + 1)), (regime, bn)
+    assert set(trajectory.bn) == {"batch", "running"} and (trajectory.nit == 3).all()
+    sweep = pd.read_csv(experiments / "F1/sweep.csv")
+    # 32 and 10% (50) are the study's SB and LB: their runs are reused, not retrained.
+    assert sweep.regime.tolist() == ["b16", "SB", "LB"] and sweep.batch_size.tolist() == [
+        16,
+        32,
+        50,
+    ]
+    assert sweep.trials.tolist() == [2, 2, 2]
+    assert sorted(p.name for p in (smoke_run / "results/runs/F1").iterdir()) == [
+        "LB", "SB", "b16", "warm_LB0", "warm_LB1", "warm_LB2", "warm_SB"
+    ]  # fmt: skip
+    warm = pd.read_csv(experiments / "F1/warmstart.csv")
+    assert warm.warm_epoch.tolist() == [0, 1, 2] and (warm.lb_epochs == 1).all()
+    source = Run(smoke_run / "results/runs/F1/warm_SB/seed0.h5")
+    assert warm.sb_test_acc.tolist() == source.history.test_acc.tolist()
+    lb = Run(smoke_run / "results/runs/F1/warm_LB1/seed0.h5")
+    assert lb.attrs["warm_run"] == "results/runs/F1/warm_SB/seed0.h5"  # read in place
+    assert all(v.equal(source.state(1)[k]) for k, v in lb.state("init").items())
+    for figure in ("trajectory", "sweep", "warmstart"):
+        assert (smoke_run / f"results/figures/F1/{figure}.pdf").stat().st_size > 5000
+    assert not (smoke_run / "results/figures/F2/sweep.png").exists()  # sweep.networks: [F1]
 
 
 @pytest.mark.slow
@@ -204,8 +237,8 @@ def test_finished_run_reruns_nothing(smoke_run):
 @pytest.mark.slow
 def test_figure_style_change_redraws_figures_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
-    # F1, F2, C1 × (2 parametric plots; Figure 2, Appendix C, random directions)
-    assert counts == {"figure_parametric": 6, "figure_experiment": 9, "all": 1, "total": 16}
+    # F1, F2, C1 × (2 parametric plots; Figure 2, Appendix C, random directions); F1: Figs. 4-6
+    assert counts == {"figure_parametric": 6, "figure_experiment": 12, "all": 1, "total": 19}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
@@ -214,14 +247,18 @@ def test_sharpness_change_never_retrains(smoke_run):
     counts, _ = rerun_plan(smoke_run, "sharpness: {eps: [0.002], spaces: [full, random]}\n")
     assert counts == {"sharpness": 24, "tables": 1, "all": 1, "total": 26}
     counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
-    # The directions experiment compares its rises with φ (ε = 1e-3), so it follows.
+    # Every φ follows, with what reads φ: random directions (ε = 1e-3), Figure 6's trajectory,
+    # and the φ of the sweep's and warm starts' runs (Figures 4 and 5), but no training.
     assert counts == {
-        "sharpness": 24,
+        "sharpness": 24 + 2 + 3,  # + the sweep's batch 16 (2 trials), + 3 warm starts
         "directions": 3,
-        "figure_experiment": 3,
+        "trajectory": 1,
+        "measure_sweep": 1,
+        "measure_warmstart": 1,
+        "figure_experiment": 3 + 3,
         "tables": 1,
         "all": 1,
-        "total": 32,
+        "total": 43,
     }
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
@@ -245,7 +282,17 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
     counts, reasons = rerun_plan(
         smoke_run, "networks: {F1: {dataset: tiny, training: {max_epochs: 2}}}\n"
     )
-    assert counts == {**ONE_NETWORK, "total": 25}  # no prepare_dataset
+    # F1 also runs Figures 4-6: the sweep's batch 16 (2 trials) follows the protocol, so it
+    # retrains; the warm starts fix their own epochs, so max_epochs leaves them as they are.
+    assert counts == {
+        **ONE_NETWORK,
+        "train": 4 + 2,
+        "sharpness": 8 + 2,
+        "trajectory": 1,
+        "measure_sweep": 1,
+        "figure_experiment": 3 + 2,
+        "total": 33,
+    }  # no prepare_dataset
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 

@@ -118,11 +118,14 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .training import TrainConfig, train
+    from .training import TrainConfig, WarmStart, train
 
     cfg = _settings(TrainConfig, args)
     bar = sys.stderr.isatty()  # a terminal: a bar within epochs; a log file: plain lines only
-    train(cfg, args.data, args.out, device=args.device, log=_log, label=args.label, bar=bar)
+    if (args.warm_run is None) != (args.warm_epoch is None):
+        raise UserError("--warm-run and --warm-epoch go together: pass both or neither")
+    warm = None if args.warm_run is None else WarmStart(args.warm_run, args.warm_epoch)
+    train(cfg, args.data, args.out, args.device, _log, args.label, bar, warm)
     _log(f"wrote {args.out}")
 
 
@@ -139,6 +142,18 @@ def cmd_sharpness(args: argparse.Namespace) -> None:
     )
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def cmd_trajectory(args: argparse.Namespace) -> None:
+    from .sharpness import SharpnessConfig
+    from .trajectory import finish, trajectory
+
+    cfg = _settings(SharpnessConfig, args, bn="batch")  # each point sets its own mode
+    table = trajectory(
+        args.runs, args.bn, cfg, args.every, args.out, args.device, args.cache_mb, _log
+    )
+    _write_csv(table, args.out)
+    finish(args.out)
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
@@ -164,6 +179,9 @@ FIGURES = {
     "curves": "accuracy_curves",
     "perfmodel": "performance_model",
     "directions": "direction_rises",
+    "trajectory": "trajectory_sharpness",
+    "sweep": "batch_sweep",
+    "warmstart": "warm_start",
 }
 
 
@@ -192,15 +210,29 @@ def cmd_directions(args: argparse.Namespace) -> None:
     _write_csv(pd.concat(tables, ignore_index=True), args.out)
 
 
+# Measurement -> the options it reads.
+MEASURES = {
+    "curves": ("sb", "lb"),
+    "distances": ("sb", "lb"),
+    "iterations": ("sb", "lb"),
+    "sweep": ("runs", "phi"),
+    "warmstart": ("sb", "lb", "phi"),
+}
+
+
 def cmd_measure(args: argparse.Namespace) -> None:
     from . import experiments
 
+    if args.what not in MEASURES:
+        raise UserError(f"unknown measurement {args.what!r}: use one of {', '.join(MEASURES)}")
+    needs = MEASURES[args.what]
+    missing = [f"--{name}" for name in needs if not getattr(args, name)]
+    if missing:
+        raise UserError(f"measure {args.what} needs {' and '.join(missing)}")
     if args.what == "curves":
         table = experiments.accuracy_curves(args.sb + args.lb)
-    elif args.what in ("distances", "iterations"):
-        table = getattr(experiments, args.what)(args.sb, args.lb)
     else:
-        raise UserError(f"unknown measurement {args.what!r}: curves, distances or iterations")
+        table = getattr(experiments, args.what)(*(getattr(args, name) for name in needs))
     _write_csv(table, args.out)
 
 
@@ -219,6 +251,23 @@ def _style_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=float, default=keep, help="panel height, inches (2.4)")
     p.add_argument("--font-size", type=float, default=keep, help="points (8)")
     p.add_argument("--dpi", type=int, default=keep, help="PNG resolution (300)")
+
+
+def _sharpness_options(p: argparse.ArgumentParser) -> None:
+    """Metric 2.1's settings (all but the BatchNorm mode) and where it runs."""
+    p.add_argument("--eps", type=float, default=1e-3, help="box size ε")
+    p.add_argument("--space", default="full", help="full (A = I) or random (A: n×dim)")
+    p.add_argument("--dim", type=int, default=100, help="random subspace dimension p")
+    p.add_argument("--iters", type=int, default=10, help="L-BFGS-B iterations")
+    p.add_argument("--chunk", type=int, default=5000, help="examples per chunk of f")
+    p.add_argument("--start", default="zero", help="zero, random or multistart")
+    p.add_argument("--starts", type=int, default=4, help="random starts of multistart")
+    p.add_argument("--seed", type=int, default=0, help="seed of A and of random starts")
+    p.add_argument("--gtol", type=float, default=0.0, help="L-BFGS-B gtol (0: never)")
+    p.add_argument("--ftol", type=float, default=0.0, help="L-BFGS-B ftol (0: never)")
+    p.add_argument("--cache-mb", type=float, default=2048, help="memory for A (else regenerated)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -306,6 +355,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--save-every", type=int, default=1, help="keep every k-th epoch's iterate")
     tr.add_argument("--eval-bn", default="batch", help="BatchNorm when measuring: batch|running")
     tr.add_argument("--eval-chunk", type=int, default=5000, help="examples per evaluation chunk")
+    tr.add_argument("--warm-run", default=None, help="start from an iterate of this run file")
+    tr.add_argument("--warm-epoch", type=int, default=None, help="... at this epoch (0: its x0)")
     tr.add_argument("--label", default="", help="regime name for tables, e.g. SB or LB")
     tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     tr.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
@@ -316,21 +367,17 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--out", required=True, help="result file to write (.json)")
     sh.add_argument("--epoch", type=int, default=None, help="a stored epoch (default: final)")
     sh.add_argument("--data", default=None, help="dataset file (default: the run's)")
-    sh.add_argument("--eps", type=float, default=1e-3, help="box size ε")
-    sh.add_argument("--space", default="full", help="full (A = I) or random (A: n×dim)")
-    sh.add_argument("--dim", type=int, default=100, help="random subspace dimension p")
-    sh.add_argument("--iters", type=int, default=10, help="L-BFGS-B iterations")
+    _sharpness_options(sh)
     sh.add_argument("--bn", default="batch", help="BatchNorm statistics in f: batch|running")
-    sh.add_argument("--chunk", type=int, default=5000, help="examples per chunk of f")
-    sh.add_argument("--start", default="zero", help="zero, random or multistart")
-    sh.add_argument("--starts", type=int, default=4, help="random starts of multistart")
-    sh.add_argument("--seed", type=int, default=0, help="seed of A and of random starts")
-    sh.add_argument("--gtol", type=float, default=0.0, help="L-BFGS-B gtol (0: never)")
-    sh.add_argument("--ftol", type=float, default=0.0, help="L-BFGS-B ftol (0: never)")
-    sh.add_argument("--cache-mb", type=float, default=2048, help="memory for A (else regenerated)")
-    sh.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    sh.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     sh.set_defaults(func=cmd_sharpness)
+
+    tj = sub.add_parser("trajectory", help="φ of stored iterates along runs (Figure 6), as CSV")
+    tj.add_argument("--runs", nargs="+", required=True, help="run files (one trial's SB and LB)")
+    tj.add_argument("--bn", nargs="+", default=["batch"], help="BatchNorm modes: batch running")
+    tj.add_argument("--every", type=int, default=1, help="every k-th stored epoch (and the last)")
+    tj.add_argument("--out", required=True, help="CSV to write")
+    _sharpness_options(tj)
+    tj.set_defaults(func=cmd_trajectory)
 
     la = sub.add_parser("landscape", help="loss and accuracy along a curve from SB to LB")
     la.add_argument("--sb", required=True, help="SB run file of one trial")
@@ -356,10 +403,13 @@ def parser() -> argparse.ArgumentParser:
     me = sub.add_parser("measure", help="numbers read off finished runs, as CSV")
     me.add_argument(
         "what",
-        help="curves (Figure 2: accuracy per epoch), distances (from x0), iterations (App. C)",
+        help="curves (Figure 2: accuracy per epoch), distances (from x0), iterations (App. C), "
+        "sweep (Figure 4: --runs, --phi), warmstart (Figure 5: --sb, --lb, --phi)",
     )
-    me.add_argument("--sb", nargs="+", required=True, help="run files of the small-batch regime")
-    me.add_argument("--lb", nargs="+", required=True, help="run files of the large-batch regime")
+    me.add_argument("--sb", nargs="+", default=[], help="small-batch runs (warmstart: the source)")
+    me.add_argument("--lb", nargs="+", default=[], help="large-batch runs (warmstart: warm runs)")
+    me.add_argument("--runs", nargs="+", default=[], help="sweep: one run per batch size and trial")
+    me.add_argument("--phi", nargs="+", default=[], help="sweep, warmstart: φ JSON of each run")
     me.add_argument("--out", required=True, help="CSV to write")
     me.set_defaults(func=cmd_measure)
 
@@ -377,7 +427,8 @@ def parser() -> argparse.ArgumentParser:
     fg.add_argument(
         "kind",
         help="parametric (Figs. 3, 7; landscape .h5); curves (Fig. 2), perfmodel (App. C) or "
-        "directions (CSVs of `measure` and `directions`)",
+        "directions, trajectory (Fig. 6), sweep (Fig. 4), warmstart (Fig. 5) (the CSVs of "
+        "`measure`, `directions`, `trajectory`)",
     )
     fg.add_argument("input", help="input file (landscape .h5, or the CSV of `measure`)")
     fg.add_argument("--out", required=True, help="output path; .png and .pdf are written")

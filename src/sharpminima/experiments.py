@@ -182,3 +182,97 @@ def random_directions(
     table.insert(1, "regime", run.label)
     table.insert(2, "seed", run.attrs["seed"])
     return table.assign(radius=radius, f_x=f0, phi=phi["phi"], eps=cfg.eps, bn=cfg.bn)
+
+
+def _phis(paths: Iterable[str | Path]) -> dict[tuple[str, int], dict]:
+    """Full-space φ JSONs keyed by (regime, trial)."""
+    phis = {}
+    for path in paths:
+        try:
+            phi = json.loads(Path(path).read_text())
+            phis[(phi["regime"], phi["run_seed"])] = phi
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"{path} is not a φ JSON of `sharpminima sharpness` ({e})") from None
+    return phis
+
+
+def _phi_of(run: Run, phis: dict[tuple[str, int], dict]) -> dict:
+    phi = phis.get((run.label, run.attrs["seed"]))
+    if phi is None:
+        raise UserError(f"no φ of {run.path} among the --phi files: pass one per run")
+    return phi
+
+
+def _final(run: Run) -> dict[str, float]:
+    last = run.history.iloc[-1]
+    return {"epochs": int(last.epoch), "train_loss": last.train_loss, "test_acc": last.test_acc}
+
+
+def sweep(run_paths: Iterable[str | Path], phi_paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Figure 4: final test accuracy and φ against the batch size, mean ± std over trials."""
+    phis = _phis(phi_paths)
+    rows = [
+        {
+            "network": r.attrs["network"],
+            "regime": r.label,
+            "batch_size": r.attrs["batch_size"],
+            "seed": r.attrs["seed"],
+            "stop": r.attrs["stop"],
+            **_final(r),
+            "phi": _phi_of(r, phis)["phi"],
+            "eps": _phi_of(r, phis)["eps"],
+        }
+        for r in _runs(run_paths)
+    ]
+    table = (
+        pd.DataFrame(rows)
+        .groupby(["network", "batch_size", "regime", "eps"])
+        .agg(
+            trials=("seed", "size"),
+            stop=("stop", "first"),
+            epochs=("epochs", "max"),
+            test_mean=("test_acc", "mean"),
+            test_std=("test_acc", "std"),
+            phi_mean=("phi", "mean"),
+            phi_std=("phi", "std"),
+            train_loss_mean=("train_loss", "mean"),
+        )
+        .reset_index()
+    )
+    return table.fillna({"test_std": 0.0, "phi_std": 0.0})
+
+
+def warmstart(
+    sb_paths: Iterable[str | Path],
+    lb_paths: Iterable[str | Path],
+    phi_paths: Iterable[str | Path],
+) -> pd.DataFrame:
+    """Figure 5: per trial and warm-start epoch e, the test accuracy of the SB iterate at e and
+    the test accuracy, train loss and φ of the LB run started from it."""
+    phis = _phis(phi_paths)
+    sb = {r.attrs["seed"]: r for r in _runs(sb_paths)}
+    rows = []
+    for lb in _runs(lb_paths):
+        seed, epoch = lb.attrs["seed"], lb.attrs.get("warm_epoch")
+        source = sb.get(seed)
+        mine = source is not None and lb.attrs.get("warm_run_finished") == source.attrs["finished"]
+        if epoch is None or not mine:
+            raise UserError(f"{lb.path} is not warm-started from one of the --sb runs")
+        sb_row = source.history.set_index("epoch").loc[epoch]
+        final = _final(lb)
+        rows.append(
+            {
+                "network": lb.attrs["network"],
+                "seed": seed,
+                "warm_epoch": epoch,
+                "sb_batch": source.attrs["batch_size"],
+                "lb_batch": lb.attrs["batch_size"],
+                "sb_test_acc": sb_row.test_acc,
+                "lb_epochs": final["epochs"],
+                "lb_test_acc": final["test_acc"],
+                "lb_train_loss": final["train_loss"],
+                "lb_phi": _phi_of(lb, phis)["phi"],
+                "eps": _phi_of(lb, phis)["eps"],
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["seed", "warm_epoch"], ignore_index=True)

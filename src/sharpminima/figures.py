@@ -187,3 +187,101 @@ def direction_rises(csv: str | Path, out: str | Path, style: Style = DEFAULT_STY
         ax.legend(frameon=False, loc="center right")
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
         return save(fig, out)
+
+
+def trajectory_sharpness(
+    csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE
+) -> list[Path]:
+    """Figure 6: φ against the cross-entropy f(x) at the stored iterates of each run, one panel
+    per BatchNorm mode. Both axes are logarithmic and the loss axis runs from high to low, so
+    training reads left to right; the first and last epochs are labelled."""
+    d = _table(csv, "trajectory", ["network", "regime", "run_seed", "bn", "epoch", "f_x", "phi"])
+    modes = list(dict.fromkeys(d.bn))
+    floor = d.phi[d.phi > 0].min() / 10 if (d.phi > 0).any() else 1e-6
+    with plt.rc_context(style.rc()):
+        fig, axes = plt.subplots(
+            len(modes), 1, figsize=(style.width, style.height * len(modes)), squeeze=False
+        )
+        for ax, bn in zip(axes[:, 0], modes, strict=True):
+            groups = d[d.bn == bn].groupby(["regime", "run_seed"], sort=False)
+            for colour, ((regime, seed), r) in zip(REGIME_COLOURS, groups, strict=False):
+                r = r.sort_values("epoch")
+                phi = r.phi.clip(lower=floor)
+                ax.plot(r.f_x, phi, "o-", color=colour, ms=2.5, label=f"{regime} (trial {seed})")
+                for i in (0, -1):
+                    ax.annotate(
+                        f"{r.epoch.iloc[i]}",
+                        (r.f_x.iloc[i], phi.iloc[i]),
+                        xytext=(2, 3),
+                        textcoords="offset points",
+                        fontsize=style.font_size - 2,
+                        color=colour,
+                    )
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.invert_xaxis()
+            ax.set_xlabel("cross-entropy f(x) on the training set")
+            ax.set_ylabel(f"φ, ε = {d.eps.iloc[0]:g}")
+            ax.set_title(f"{d.network.iloc[0]}: BatchNorm with {bn} statistics (labels: epochs)")
+            ax.legend(frameon=False)
+            ax.grid(True, which="both", lw=0.3, alpha=0.5)
+        fig.tight_layout()
+        return save(fig, out)
+
+
+def _twin(ax: plt.Axes, left: str, right: str) -> plt.Axes:
+    """A right-hand axis for φ beside `ax`'s accuracy, each labelled in its line's colour."""
+    other = ax.twinx()
+    ax.set_ylabel(left, color="tab:blue")
+    ax.tick_params(axis="y", colors="tab:blue")
+    other.set_ylabel(right, color="tab:red")
+    other.tick_params(axis="y", colors="tab:red")
+    other.set_yscale("log")
+    return other
+
+
+def batch_sweep(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """Figure 4: test accuracy (left) and φ (right, log) against the batch size (log), mean ±
+    std over trials."""
+    need = ["network", "batch_size", "stop", "epochs", "test_mean", "phi_mean", "phi_std", "eps"]
+    d = _table(csv, "sweep", need)
+    d = d.sort_values("batch_size")
+    with plt.rc_context(style.rc()):
+        fig, ax = plt.subplots(figsize=(style.width, style.height))
+        phi_ax = _twin(ax, "test accuracy (%)", f"φ, ε = {d.eps.iloc[0]:g}")
+        ax.errorbar(d.batch_size, d.test_mean, d.test_std, fmt="o-", color="tab:blue", ms=3,
+                    capsize=2)  # fmt: skip
+        phi_ax.errorbar(d.batch_size, d.phi_mean, d.phi_std, fmt="s--", color="tab:red", ms=3,
+                        capsize=2)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xticks(d.batch_size, [f"{b:,}" for b in d.batch_size])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("batch size")
+        fixed = (d.stop == "fixed").all()
+        budget = f"{d.epochs.max()} epochs each" if fixed else "trained until the loss stalls"
+        ax.set_title(f"{d.network.iloc[0]}: {budget}, {d.trials.min()}+ trials per point")
+        ax.grid(True, which="both", lw=0.3, alpha=0.5)
+        return save(fig, out)
+
+
+def warm_start(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """Figure 5: against the epoch the LB runs start from, the test accuracy of the SB iterate
+    there and of the LB run's end (left), and the LB run's φ (right, log); trials averaged."""
+    need = ["network", "warm_epoch", "sb_test_acc", "lb_test_acc", "lb_phi", "lb_epochs", "eps"]
+    d = _table(csv, "warmstart", need)
+    m = d.groupby("warm_epoch")[["sb_test_acc", "lb_test_acc", "lb_phi"]].mean().reset_index()
+    with plt.rc_context(style.rc()):
+        fig, ax = plt.subplots(figsize=(style.width, style.height))
+        phi_ax = _twin(ax, "test accuracy (%)", f"LB φ, ε = {d.eps.iloc[0]:g}")
+        ax.plot(m.warm_epoch, m.sb_test_acc, "-", color="tab:blue", label="SB iterate")
+        ax.plot(m.warm_epoch, m.lb_test_acc, "o-", color="tab:blue", ms=3, mfc="none",
+                label=f"LB after {d.lb_epochs.iloc[0]} more epochs")  # fmt: skip
+        phi_ax.plot(m.warm_epoch, m.lb_phi, "s--", color="tab:red", ms=3, label="LB φ")
+        ax.set_xlabel("SB epochs before switching to LB")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{d.network.iloc[0]}: warm-started LB, {d.seed.nunique()} trial(s)")
+        lines = ax.get_legend_handles_labels()
+        extra = phi_ax.get_legend_handles_labels()
+        ax.legend(lines[0] + extra[0], lines[1] + extra[1], frameon=False, loc="best")
+        ax.grid(True, lw=0.3, alpha=0.5)
+        return save(fig, out)

@@ -284,17 +284,21 @@ def run_sharpness(
     n = len(data.x_train)
     log(f"sharpness of {run_path} ({which}) on {n} examples, {device_name(dev)}: {cfg}")
     result = sharpness(model, data.x_train.to(dev), data.y_train.to(dev), cfg, cache_mb, log)
-    result.update(
-        run=str(run_path),
-        iterate=which,
-        network=run.attrs["network"],
-        regime=run.label,
-        dataset=run.attrs["dataset"],
-        batch_size=run.attrs["batch_size"],
-        run_seed=run.attrs["seed"],
-        n_examples=n,
-        device=device_name(dev),
-        threads=torch.get_num_threads(),
-        versions=versions(),
-    )
-    return result
+    return result | provenance(run, which, n, dev)
+
+
+def provenance(run: Run, which: str | int, n: int, dev: torch.device) -> dict:
+    """What identifies a φ: the run and iterate, the data, the machine and the versions."""
+    return {
+        "run": str(run.path),
+        "iterate": which,
+        "network": run.attrs["network"],
+        "regime": run.label,
+        "dataset": run.attrs["dataset"],
+        "batch_size": run.attrs["batch_size"],
+        "run_seed": run.attrs["seed"],
+        "n_examples": n,
+        "device": device_name(dev),
+        "threads": torch.get_num_threads(),
+        "versions": versions(),
+    }

@@ -35,7 +35,7 @@ from .atomic import atomic_path
 from .data import Dataset, load_dataset
 from .errors import UserError
 from .models import build, check_fits, evaluation
-from .store import write_run
+from .store import Run, write_run
 
 OPTIMIZERS = {"adam": 1e-3, "sgd": 1e-2, "adagrad": 1e-2}  # Keras/PyTorch default learning rates
 STOP_RULES = ("val_loss", "train_loss", "fixed")
@@ -184,8 +184,38 @@ def split_train_val(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tenso
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
+@dataclass(frozen=True)
+class WarmStart:
+    """Start from a stored iterate of another run (Figure 5's piggybacking) instead of x₀."""
+
+    run: str
+    epoch: int
+
+    def state(self, network: str, data: Dataset) -> dict[str, torch.Tensor]:
+        """The iterate, read in place from the run's HDF5, checked to fit this run."""
+        source = Run(self.run)
+        if source.attrs["network"] != network:
+            raise UserError(
+                f"{self.run} is a run of {source.attrs['network']}, not {network}: "
+                "warm-start from a run of the same network"
+            )
+        if source.attrs["dataset_sha256"] != data.content_sha256:
+            raise UserError(f"{self.run} was trained on other data: warm-start from a run on it")
+        return source.state(self.epoch if self.epoch > 0 else "init")
+
+    def identity(self) -> list:
+        return [self.run, self.epoch, Run(self.run).attrs["finished"]]  # a retrained source differs
+
+    def attrs(self) -> dict[str, object]:
+        """What the run file records: the source (its path, and its finishing time, which
+        identifies it wherever it is moved) and the epoch."""
+        run, epoch, finished = self.identity()
+        return {"warm_run": run, "warm_epoch": epoch, "warm_run_finished": finished}
+
+
 class Trainer:
-    """One run: a network, a dataset, a batch size, a seed (= the initial point)."""
+    """One run: a network, a dataset, a batch size, a seed (= the initial point, unless the run
+    warm-starts from another's iterate; the seed still fixes the batches and dropout)."""
 
     def __init__(
         self,
@@ -194,6 +224,7 @@ class Trainer:
         device: torch.device,
         log: Callable,
         bar: bool = False,
+        warm: WarmStart | None = None,
     ):
         cfg.check()
         check_fits(cfg.network, data.input_shape, data.num_classes)
@@ -211,7 +242,11 @@ class Trainer:
                 data.y_train[self.val_idx].to(device),
             )
         self.eval_sets["test"] = (data.x_test.to(device), data.y_test.to(device))
-        self.model = build(cfg.network, seed=cfg.seed, num_classes=data.num_classes).to(device)
+        self.model = build(cfg.network, seed=cfg.seed, num_classes=data.num_classes)
+        self.warm = warm
+        if warm is not None:
+            self.model.load_state_dict(warm.state(cfg.network, data))
+        self.model.to(device)
         self.opt = make_optimizer(cfg, self.model.parameters())
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.stopper = Stopper(cfg.stop, cfg.patience, cfg.rel_tol)
@@ -221,7 +256,12 @@ class Trainer:
 
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed."""
-        return {"config": dataclasses.asdict(self.cfg), "data": self.data.content_sha256}
+        warm = None if self.warm is None else self.warm.identity()
+        return {
+            "config": dataclasses.asdict(self.cfg),
+            "data": self.data.content_sha256,
+            "warm": warm,
+        }
 
     def train_epoch(self) -> float:
         self.model.train()
@@ -310,16 +350,18 @@ def train(
     log: Callable[[str], None] = print,
     label: str = "",
     bar: bool = False,
+    warm: WarmStart | None = None,
 ) -> Path:
     """Train one run into `out` (HDF5), resuming from `<out>.partial/` if it holds a checkpoint.
 
     `label` names the regime in tables (e.g. 'SB'; see `Run.label`); it does not change the run.
     `bar` shows a progress bar over each epoch's batches (on stderr), besides the epoch lines.
+    `warm` starts from another run's stored iterate (read in place) instead of the seed's x₀.
     """
     out = Path(out)
     data = load_dataset(dataset)
     dev = pick_device(device)
-    trainer = Trainer(cfg, data, dev, log, bar)
+    trainer = Trainer(cfg, data, dev, log, bar, warm)
     log(f"training {out} on {device_name(dev)} ({torch.get_num_threads()} threads): {cfg}")
     work = out.with_name(out.name + ".partial")
     ckpt = _load_checkpoint(work, trainer)
@@ -384,6 +426,7 @@ def _finish(
         "epochs": t.epoch,
         "stop_reason": t.done,
         "best_epoch": t.stopper.best_epoch,
+        **({} if t.warm is None else t.warm.attrs()),
         "device": device_name(dev),
         "threads": torch.get_num_threads(),
         "versions": versions(),

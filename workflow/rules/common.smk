@@ -1,5 +1,6 @@
 # Shared helpers: config validation, path patterns and per-rule parameters.
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -52,6 +53,100 @@ for _net, _entry in config["networks"].items():
         )
 
 TRAINING = {net: training_config(net) for net in config["networks"]}
+
+
+def experiment_networks(name):
+    """The networks an experiment with a `networks` setting runs on (default: all)."""
+    chosen = config.get(name, {}).get("networks", list(config["networks"]))
+    unknown = [n for n in chosen if n not in config["networks"]]
+    if unknown:
+        sys.exit(
+            f"config: {name}.networks: {', '.join(unknown)} not among networks "
+            f"({', '.join(config['networks'])}): fix the name or add the network"
+        )
+    return chosen
+
+
+# ---- Regimes: every way a run is trained, by the name in its path -------------------------
+# The study's regimes, the batch-size sweep's points and the warm starts are all runs under
+# results/runs/{network}/{regime}/, so training, sharpness and tables treat them alike. A
+# regime is a batch size, training settings over the protocol's, and optionally a warm start.
+
+
+def regime(batch_size, training=None, warm=None):
+    return {"batch_size": batch_size, "training": training or {}, "warm": warm}
+
+
+REGIMES = {name: regime(batch) for name, batch in config["regimes"].items()}
+
+
+def sweep_regimes():
+    """Batch size -> regime of the sweep: a study regime where settings and batch agree."""
+    s = config["sweep"]
+    fixed = {} if s["epochs"] is None else {"stop": "fixed", "max_epochs": s["epochs"]}
+    same = all(
+        TRAINING[n].get(k) == v for n in config["networks"] for k, v in fixed.items()
+    )
+    names = {}
+    for batch in s["batch_sizes"]:
+        study = [n for n, b in config["regimes"].items() if b == batch and same]
+        suffix = "" if same else f"_{s['epochs']}ep"
+        names[batch] = study[0] if study else f"b{batch:g}{suffix}"
+        REGIMES.setdefault(names[batch], regime(batch, fixed))
+    return names
+
+
+SWEEP = sweep_regimes() if config["experiments"]["sweep"] else {}
+
+
+def warm_regimes():
+    """The SB source run of the warm starts, and warm-start epoch -> LB regime."""
+    w = config["warmstart"]
+    sb, lb = config["landscape_regimes"]
+    source = f"warm_{sb}"
+    REGIMES[source] = regime(
+        config["regimes"][sb],
+        {"stop": "fixed", "max_epochs": w["sb_epochs"], "save_every": 1},
+    )
+    epochs = {}
+    for epoch in range(0, w["sb_epochs"] + 1, w["every"]):
+        epochs[epoch] = f"warm_{lb}{epoch}"
+        REGIMES[epochs[epoch]] = regime(
+            config["regimes"][lb],
+            {
+                "stop": "fixed",
+                "max_epochs": w["lb_epochs"],
+                "save_every": w["lb_epochs"],
+            },
+            (source, epoch),
+        )
+    return source, epochs
+
+
+WARM = warm_regimes() if config["experiments"]["warmstart"] else (None, {})
+REGIME_PATTERN = "|".join(map(re.escape, sorted(REGIMES, key=len, reverse=True)))
+
+
+def train_options(wildcards):
+    """The protocol, the regime's settings over it, and its warm start (as `train` options)."""
+    r = REGIMES[wildcards.regime]
+    options = {**TRAINING[wildcards.network], **r["training"]}
+    if r["warm"]:
+        options.update(warm_run=warm_source(wildcards)[0], warm_epoch=r["warm"][1])
+    return cli_args(options)
+
+
+def warm_source(wildcards):
+    """The run a warm-started regime starts from (read in place), else nothing."""
+    warm = REGIMES[wildcards.regime]["warm"]
+    if not warm:
+        return []
+    return expand(
+        rules.train.output.run,
+        network=wildcards.network,
+        regime=warm[0],
+        seed=wildcards.seed,
+    )
 
 
 def src(*modules):
@@ -210,6 +305,9 @@ EXPERIMENT_FIGURES = {
     "accuracy": ("curves", "curves"),
     "perfmodel": ("iterations", "perfmodel"),
     "directions": ("directions", "directions"),
+    "trajectory": ("trajectory", "trajectory"),
+    "sweep": ("sweep", "sweep"),
+    "warmstart": ("warmstart", "warmstart"),
 }
 # Config switch -> (measurement, figure or None).
 EXPERIMENTS = {
@@ -217,6 +315,9 @@ EXPERIMENTS = {
     "distances": ("distances", None),
     "performance_model": ("iterations", "perfmodel"),
     "directions": ("directions", "directions"),
+    "trajectory": ("trajectory", "trajectory"),
+    "sweep": ("sweep", "sweep"),
+    "warmstart": ("warmstart", "warmstart"),
 }
 
 
@@ -232,31 +333,83 @@ def pair_runs(wildcards, end):
 
 def direction_phi(wildcards):
     """The full-space φ of each run of pair_runs, in the same order (SB trials, LB trials)."""
+    return phi_files(
+        wildcards.network,
+        config["landscape_regimes"],
+        range(config["trials"]),
+        config["directions"]["eps"],
+    )
+
+
+def phi_files(network, regimes, seeds, eps):
+    """The full-space φ (the config's BatchNorm mode and start) of these runs."""
     return expand(
         rules.sharpness.output.json,
-        network=wildcards.network,
-        regime=config["landscape_regimes"],
-        seed=range(config["trials"]),
+        network=network,
+        regime=regimes,
+        seed=seeds,
         space="full",
-        eps=config["directions"]["eps"],
+        eps=eps,
         bn=config["sharpness"]["bn"],
         start=config["sharpness"]["start"],
     )
 
 
+def trajectory_runs(wildcards):
+    """The SB and LB runs of the trials Figure 6 follows."""
+    return expand(
+        rules.train.output.run,
+        network=wildcards.network,
+        seed=config["trajectory"]["trials"],
+        regime=config["landscape_regimes"],
+    )
+
+
+def sweep_seeds():
+    return range(config["sweep"].get("trials") or config["trials"])
+
+
+def sweep_runs(wildcards):
+    return expand(
+        rules.train.output.run,
+        network=wildcards.network,
+        regime=list(SWEEP.values()),
+        seed=sweep_seeds(),
+    )
+
+
+def sweep_phi(wildcards):
+    eps = config["sweep"]["eps"]
+    return phi_files(wildcards.network, list(SWEEP.values()), sweep_seeds(), eps)
+
+
+def warm_runs(wildcards, which):
+    """The SB source runs ('sb') or the warm-started LB runs ('lb') of Figure 5."""
+    source, epochs = WARM
+    return expand(
+        rules.train.output.run,
+        network=wildcards.network,
+        regime=[source] if which == "sb" else list(epochs.values()),
+        seed=config["warmstart"]["trials"],
+    )
+
+
+def warm_phi(wildcards):
+    w = config["warmstart"]
+    return phi_files(wildcards.network, list(WARM[1].values()), w["trials"], w["eps"])
+
+
 def experiment_outputs():
-    """The CSVs and figures of the experiments switched on, for every network."""
-    on = [
-        EXPERIMENTS[name] for name, enabled in config["experiments"].items() if enabled
-    ]
-    csv = expand(
-        rules.measure.output.csv,
-        network=config["networks"],
-        measure=[m for m, _ in on],
-    )
-    png = expand(
-        rules.figure_experiment.output.png,
-        network=config["networks"],
-        figure=[f for _, f in on if f],
-    )
-    return csv + png
+    """The CSVs and figures of the experiments switched on, for each network they run on."""
+    outputs = []
+    for name, enabled in config["experiments"].items():
+        if not enabled:
+            continue
+        measure, figure = EXPERIMENTS[name]
+        networks = experiment_networks(name)
+        outputs += expand(rules.measure.output.csv, network=networks, measure=measure)
+        if figure:
+            outputs += expand(
+                rules.figure_experiment.output.png, network=networks, figure=figure
+            )
+    return outputs

@@ -1,6 +1,8 @@
-# Experiments read off finished runs (issue 6), each a switch under `experiments:`: Figure 2
-# (accuracy per epoch), distances from the initial point, Appendix C's performance model, and
-# f along random directions. Each reads the SB and LB runs (landscape_regimes) of every trial.
+# Experiments (issue 6), each a switch under `experiments:`. Read off the SB and LB runs
+# (landscape_regimes) of every trial: Figure 2 (accuracy per epoch), distances from the initial
+# point, Appendix C's performance model, f along random directions, Figure 6 (φ along the
+# runs). Figures 4 (batch-size sweep) and 5 (warm starts) add runs of their own regimes
+# (common.smk) and read their φ from the sharpness rule.
 
 
 rule measure:
@@ -44,6 +46,78 @@ rule directions:
     shell:
         "sharpminima directions --runs {input.runs} --phi {input.phi} {params.options} "
         "--threads {threads} --out {output.csv} > {log} 2>&1"
+
+
+rule trajectory:
+    input:
+        runs=trajectory_runs,
+        code=src("data", "models", "store", "training", "sharpness", "trajectory"),
+    output:
+        csv="results/experiments/{network}/trajectory.csv",
+    log:
+        "logs/experiments/{network}/trajectory.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    threads: config["sharpness_threads"]
+    resources:
+        cache_mb=config["sharpness"]["cache_mb"],
+        mem_mb=8000 + config["sharpness"]["cache_mb"],
+        runtime=600,
+        gpu=config["gpu"],
+    params:
+        options=cli_args(
+            {
+                **sharpness_options(),
+                "start": config["sharpness"]["start"],
+                "eps": config["trajectory"]["eps"],
+                "bn": config["trajectory"]["bns"],
+                "every": config["trajectory"]["every"],
+            }
+        ),
+    shell:
+        "sharpminima trajectory --runs {input.runs} {params.options} "
+        "--cache-mb {resources.cache_mb} --threads {threads} --out {output.csv} > {log} 2>&1"
+
+
+rule measure_sweep:
+    input:
+        runs=sweep_runs,
+        phi=sweep_phi,
+        code=src("data", "models", "store", "experiments"),
+    output:
+        csv="results/experiments/{network}/sweep.csv",
+    log:
+        "logs/experiments/{network}/sweep.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "sharpminima measure sweep --runs {input.runs} --phi {input.phi} "
+        "--out {output.csv} > {log} 2>&1"
+
+
+rule measure_warmstart:
+    input:
+        sb=lambda wc: warm_runs(wc, "sb"),
+        lb=lambda wc: warm_runs(wc, "lb"),
+        phi=warm_phi,
+        code=src("data", "models", "store", "experiments"),
+    output:
+        csv="results/experiments/{network}/warmstart.csv",
+    log:
+        "logs/experiments/{network}/warmstart.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "sharpminima measure warmstart --sb {input.sb} --lb {input.lb} --phi {input.phi} "
+        "--out {output.csv} > {log} 2>&1"
 
 
 rule figure_experiment:

@@ -1,9 +1,12 @@
-# SB/LB training: one job per (network, regime, seed), iterates kept in one HDF5 per run.
+# Training: one job per (network, regime, seed), iterates kept in one HDF5 per run. Regimes are
+# the study's (SB, LB), the sweep's batch sizes and the warm starts (REGIMES in common.smk); a
+# warm-started run reads its start point from its source run's HDF5 in place.
 
 
 rule train:
     input:
         data=run_dataset,
+        warm=warm_source,
         code=src("data", "models", "store", "training"),
     output:
         run="results/runs/{network}/{regime}/seed{seed}.h5",
@@ -19,8 +22,8 @@ rule train:
         runtime=240,
         gpu=config["gpu"],
     params:
-        batch_size=lambda wc: config["regimes"][wc.regime],
-        options=lambda wc: cli_args(TRAINING[wc.network]),
+        batch_size=lambda wc: REGIMES[wc.regime]["batch_size"],
+        options=train_options,
     shell:
         "sharpminima train --network {wildcards.network} --data {input.data} "
         "--out {output.run} --seed {wildcards.seed} --batch-size {params.batch_size} "

@@ -1,0 +1,116 @@
+"""Figure 6: Metric 2.1 of the stored iterates along a training run, against the loss.
+
+A trajectory is tens of φ computations (each minutes on a CPU), so every finished point is
+kept in `<out>.partial/` and a restarted job computes only the points still missing; the CSV
+is written once all are done, and the work folder removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import atomic_path
+from .errors import UserError
+from .sharpness import SharpnessConfig, provenance, sharpness
+from .store import Run
+from .training import pick_device
+
+
+def epochs(run: Run, every: int) -> list[int]:
+    """Epoch 0 (x₀), every `every`-th stored epoch, and the last epoch trained."""
+    if every < 1:
+        raise UserError(f"--every must be at least 1, got {every}")
+    last = int(run.attrs["epochs"])
+    chosen = [0, *(e for e in run.epochs if e % every == 0), last]
+    return sorted(set(chosen))
+
+
+def _iterate(run: Run, epoch: int) -> str | int:
+    if epoch == 0:
+        return "init"
+    return epoch if epoch in run.epochs else "final"  # the last epoch need not be stored
+
+
+def trajectory(
+    run_paths: Iterable[str | Path],
+    bns: Iterable[str],
+    cfg: SharpnessConfig,
+    every: int,
+    out: str | Path,
+    device: str = "auto",
+    cache_mb: float = 2048,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """φ (settings `cfg`, BatchNorm mode from `bns`) at `epochs(run, every)` of each run, with
+    f(x) (the cross-entropy φ is relative to) and the run's recorded test accuracy there."""
+    cfg.check()
+    bns = list(bns)
+    if not bns or set(bns) - {"batch", "running"}:
+        raise UserError(f"BatchNorm modes must be batch and/or running, got {bns}")
+    runs = [Run(p) for p in run_paths]
+    work = Path(out).with_name(Path(out).name + ".partial")
+    identity = {
+        "runs": [[str(r.path), r.attrs["finished"]] for r in runs],  # a retrained run differs
+        "bns": bns,
+        "every": every,
+        "sharpness": asdict(cfg),
+    }
+    total = len(bns) * sum(len(epochs(r, every)) for r in runs)
+    _prepare(work, identity, log)
+    dev = pick_device(device)
+    rows, i = [], 0
+    for run in runs:
+        data = None  # loaded once per run, and only if a point of it is still missing
+        for bn, epoch in ((bn, e) for bn in bns for e in epochs(run, every)):
+            cached, i = work / f"{i:04d}.json", i + 1
+            if cached.exists():
+                rows.append(json.loads(cached.read_text()))
+                continue
+            log(f"point {i}/{total}: {run.path} epoch {epoch}, BatchNorm {bn}")
+            if data is None:
+                data = run.data()
+                x, y = data.x_train.to(dev), data.y_train.to(dev)
+            which = _iterate(run, epoch)
+            point_cfg = SharpnessConfig(**{**asdict(cfg), "bn": bn})
+            result = sharpness(run.model(which).to(dev), x, y, point_cfg, cache_mb)
+            result.update(provenance(run, which, len(x), dev), epoch=epoch, **_recorded(run, epoch))
+            with atomic_path(cached) as tmp:
+                tmp.write_text(json.dumps(result))
+            log(f"phi {result['phi']:.4g} at f(x) {result['f_x']:.4g} ({result['seconds']:.0f}s)")
+            rows.append(result)
+    table = pd.DataFrame(rows)
+    first = ["network", "regime", "run_seed", "bn", "epoch", "f_x", "phi", "test_acc"]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def finish(out: str | Path) -> None:
+    """Drop the work folder of a trajectory whose CSV has been written."""
+    shutil.rmtree(Path(out).with_name(Path(out).name + ".partial"), ignore_errors=True)
+
+
+def _prepare(work: Path, identity: dict, log: Callable[[str], None]) -> None:
+    """Keep the points cached in `work` only if they were computed with these settings."""
+    marker = work / "settings.json"
+    if marker.exists() and json.loads(marker.read_text()) == identity:
+        log(f"resuming from {work}: {len(list(work.glob('[0-9]*.json')))} points done")
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps(identity))
+
+
+def _recorded(run: Run, epoch: int) -> dict[str, float]:
+    """The train loss and test accuracy training recorded at `epoch` (BatchNorm `eval_bn`)."""
+    row = run.history.set_index("epoch").loc[epoch]
+    return {
+        "train_loss_recorded": float(row.train_loss),
+        "test_acc": float(row.test_acc),
+        "eval_bn": run.attrs["eval_bn"],
+    }
