@@ -50,6 +50,7 @@ localrules:
     figure_experiment,
     measure_sweep,
     measure_warmstart,
+    measure_remedies,
     sensitivity,
     sensitivity_report,
 

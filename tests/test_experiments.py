@@ -203,3 +203,24 @@ def test_warm_start_options_are_checked(trials, mnist_like, tmp_path):
                check=False)  # fmt: skip
     assert_one_line_error(proc, "trained on other data")
     assert not out.exists() and not (tmp_path / "w.h5.partial").exists()
+
+
+def test_remedies_table_groups_by_remedy_and_regime(trials, mnist_like, tmp_path):
+    from sharpminima.training import TrainConfig, train
+
+    cfg = TrainConfig("F1", batch_size=0.1, seed=0, max_epochs=1, stop="fixed", eval_chunk=200)
+    prox = TrainConfig(**{**cfg.__dict__, "proximal": 1e-3})
+    out = train(prox, mnist_like, tmp_path / "prox.h5", label="LB_conservative", log=print)
+    runs = [*trials["SB"], *trials["LB"], out]
+    table = experiments.remedies(runs, _phi_files(runs, tmp_path))
+    assert table.remedy.tolist() == ["none", "none", "conservative λ=0.001 × 3"]
+    assert table.regime.tolist() == ["SB", "LB", "LB"] and table.trials.tolist() == [2, 2, 1]
+    assert table.test_mean[2] == Run(out).history.test_acc.iloc[-1]
+    md = experiments.remedies_markdown(table.assign(network="F2"))  # F2: the paper has E.2's
+    assert "| conservative λ=0.001 × 3 | – |" in md and "LB 61.94% (plain SB 64.02%)" in md
+    csv = tmp_path / "remedies.csv"
+    cli("measure", "remedies", "--runs", *runs, "--phi", *_phi_files(runs, tmp_path),
+        "--out", csv)  # fmt: skip
+    assert (tmp_path / "remedies.md").read_text().startswith("Table 6 and Appendix E for F1")
+    cli("figure", "remedies", csv, "--out", tmp_path / "remedies.png", "--dpi", 100)
+    assert (tmp_path / "remedies.pdf").stat().st_size > 5000

@@ -205,6 +205,31 @@ def test_smoke_preset_runs_figures_4_5_6_on_f1(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_preset_trains_each_remedy_on_c1(smoke_run):
+    import pandas as pd
+
+    table = pd.read_csv(smoke_run / "results/experiments/C1/remedies.csv")
+    assert [m.split(" ")[0] for m in table.remedy.unique()] == [
+        "none", "FGSM", "augmentation", "conservative", "stability"
+    ]  # fmt: skip
+    assert {tuple(sorted(r)) for _, r in table.groupby("remedy").regime} == {("LB", "SB")}
+    run = Run(smoke_run / "results/runs/C1/LB_conservative/seed0.h5")
+    assert run.attrs["proximal"] == 0.001 and run.attrs["proximal_steps"] == 3
+    assert Run(smoke_run / "results/runs/C1/SB_augment/seed0.h5").attrs["augment"]
+    assert "| none |" in (smoke_run / "results/experiments/C1/remedies.md").read_text()
+    assert (smoke_run / "results/figures/C1/remedies.pdf").stat().st_size > 5000
+
+
+def test_augmentation_is_left_out_where_inputs_are_not_images(tmp_path):
+    overlay = tmp_path / "remedies.yaml"
+    overlay.write_text("remedies: {networks: [F2, C1], trials: 1}\n")
+    plan = snakemake(tmp_path, "-n", "--configfile", SMOKE, overlay).stdout
+    assert "results/runs/C1/SB_augment/seed0.h5" in plan
+    assert "results/runs/F2/SB_conservative/seed0.h5" in plan
+    assert "F2/SB_augment" not in plan and "F2/LB_augment" not in plan
+
+
+@pytest.mark.slow
 def test_smoke_preset_trains_f2_and_c1_for_one_epoch(smoke_run):
     for net, shape, classes in (("F2", [360], 39), ("C1", [3, 32, 32], 10)):
         for regime in ("SB", "LB"):
@@ -237,8 +262,9 @@ def test_finished_run_reruns_nothing(smoke_run):
 @pytest.mark.slow
 def test_figure_style_change_redraws_figures_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
-    # F1, F2, C1 × (2 parametric plots; Figure 2, Appendix C, random directions); F1: Figs. 4-6
-    assert counts == {"figure_parametric": 6, "figure_experiment": 12, "all": 1, "total": 19}
+    # F1, F2, C1 × (2 parametric plots; Figure 2, Appendix C, random directions); F1: Figs. 4-6;
+    # C1: Appendix E's remedies
+    assert counts == {"figure_parametric": 6, "figure_experiment": 13, "all": 1, "total": 20}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
@@ -248,17 +274,19 @@ def test_sharpness_change_never_retrains(smoke_run):
     assert counts == {"sharpness": 24, "tables": 1, "all": 1, "total": 26}
     counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
     # Every φ follows, with what reads φ: random directions (ε = 1e-3), Figure 6's trajectory,
-    # and the φ of the sweep's and warm starts' runs (Figures 4 and 5), but no training.
+    # the φ of the sweep's and warm starts' runs (Figures 4 and 5) and of the remedies' runs
+    # (Table 6), but no training.
     assert counts == {
-        "sharpness": 24 + 2 + 3,  # + the sweep's batch 16 (2 trials), + 3 warm starts
+        "sharpness": 24 + 2 + 3 + 8,  # + sweep's batch 16 (2 trials), 3 warm starts, 4 × 2 remedies
         "directions": 3,
         "trajectory": 1,
         "measure_sweep": 1,
         "measure_warmstart": 1,
-        "figure_experiment": 3 + 3,
+        "measure_remedies": 1,
+        "figure_experiment": 3 + 3 + 1,
         "tables": 1,
         "all": 1,
-        "total": 43,
+        "total": 53,
     }
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 

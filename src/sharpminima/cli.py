@@ -182,6 +182,7 @@ FIGURES = {
     "trajectory": "trajectory_sharpness",
     "sweep": "batch_sweep",
     "warmstart": "warm_start",
+    "remedies": "remedy_bars",
 }
 
 
@@ -217,6 +218,7 @@ MEASURES = {
     "iterations": ("sb", "lb"),
     "sweep": ("runs", "phi"),
     "warmstart": ("sb", "lb", "phi"),
+    "remedies": ("runs", "phi"),
 }
 
 
@@ -234,6 +236,13 @@ def cmd_measure(args: argparse.Namespace) -> None:
     else:
         table = getattr(experiments, args.what)(*(getattr(args, name) for name in needs))
     _write_csv(table, args.out)
+    if args.what == "remedies":  # Table 6 also as Markdown, beside the CSV
+        from .atomic import atomic_path
+
+        md = os.path.splitext(args.out)[0] + ".md"
+        with atomic_path(md) as tmp:
+            tmp.write_text(experiments.remedies_markdown(table))
+        _log(f"wrote {md}")
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
@@ -355,6 +364,13 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--save-every", type=int, default=1, help="keep every k-th epoch's iterate")
     tr.add_argument("--eval-bn", default="batch", help="BatchNorm when measuring: batch|running")
     tr.add_argument("--eval-chunk", type=int, default=5000, help="examples per evaluation chunk")
+    tr.add_argument("--augment", action="store_true", help="E.1: flips, rotations, shifts")
+    tr.add_argument("--proximal", type=float, default=0.0, help="E.2: conservative λ (0: off)")
+    tr.add_argument("--proximal-steps", type=int, default=3, help="E.2: steps per batch")
+    tr.add_argument("--fgsm", type=float, default=0.0, help="E.3: ε of FGSM examples (0: off)")
+    tr.add_argument("--fgsm-weight", type=float, default=0.5, help="E.3: their loss share")
+    tr.add_argument("--stability", type=float, default=0.0, help="E.3: stability α (0: off)")
+    tr.add_argument("--stability-sigma", type=float, default=0.04, help="E.3: its noise σ")
     tr.add_argument("--warm-run", default=None, help="start from an iterate of this run file")
     tr.add_argument("--warm-epoch", type=int, default=None, help="... at this epoch (0: its x0)")
     tr.add_argument("--label", default="", help="regime name for tables, e.g. SB or LB")
@@ -404,12 +420,13 @@ def parser() -> argparse.ArgumentParser:
     me.add_argument(
         "what",
         help="curves (Figure 2: accuracy per epoch), distances (from x0), iterations (App. C), "
-        "sweep (Figure 4: --runs, --phi), warmstart (Figure 5: --sb, --lb, --phi)",
+        "sweep (Figure 4: --runs, --phi), warmstart (Figure 5: --sb, --lb, --phi), "
+        "remedies (Table 6: --runs, --phi; also writes OUT.md)",
     )
     me.add_argument("--sb", nargs="+", default=[], help="small-batch runs (warmstart: the source)")
     me.add_argument("--lb", nargs="+", default=[], help="large-batch runs (warmstart: warm runs)")
-    me.add_argument("--runs", nargs="+", default=[], help="sweep: one run per batch size and trial")
-    me.add_argument("--phi", nargs="+", default=[], help="sweep, warmstart: φ JSON of each run")
+    me.add_argument("--runs", nargs="+", default=[], help="sweep, remedies: the runs")
+    me.add_argument("--phi", nargs="+", default=[], help="sweep, warmstart, remedies: run φ JSONs")
     me.add_argument("--out", required=True, help="CSV to write")
     me.set_defaults(func=cmd_measure)
 
@@ -427,7 +444,8 @@ def parser() -> argparse.ArgumentParser:
     fg.add_argument(
         "kind",
         help="parametric (Figs. 3, 7; landscape .h5); curves (Fig. 2), perfmodel (App. C) or "
-        "directions, trajectory (Fig. 6), sweep (Fig. 4), warmstart (Fig. 5) (the CSVs of "
+        "directions, trajectory (Fig. 6), sweep (Fig. 4), warmstart (Fig. 5), remedies "
+        "(App. E) (the CSVs of "
         "`measure`, `directions`, `trajectory`)",
     )
     fg.add_argument("input", help="input file (landscape .h5, or the CSV of `measure`)")

@@ -276,3 +276,92 @@ def warmstart(
             }
         )
     return pd.DataFrame(rows).sort_values(["seed", "warm_epoch"], ignore_index=True)
+
+
+# Appendix E's reported numbers (PAPER.md; Table 6 itself was lost from the paper's text).
+PAPER_REMEDIES = {
+    ("C2", "augmentation"): "SB 89.82%, LB 90.26%, LB φ 468",
+    ("C4", "augmentation"): "SB 63.05%, LB 65.88%",
+    ("F2", "conservative"): "LB 61.94% (plain SB 64.02%)",
+    ("C3", "conservative"): "LB 45.98% (plain SB 49.58%)",
+}
+
+
+def remedy(attrs: dict) -> str:
+    """The Appendix E remedies a run was trained with, e.g. 'conservative λ=0.001 × 3'."""
+    parts = []
+    if attrs.get("augment"):
+        parts.append("augmentation")
+    if attrs.get("proximal", 0) > 0:
+        parts.append(f"conservative λ={attrs['proximal']:g} × {attrs['proximal_steps']}")
+    if attrs.get("fgsm", 0) > 0:
+        parts.append(f"FGSM ε={attrs['fgsm']:g} (share {attrs['fgsm_weight']:g})")
+    if attrs.get("stability", 0) > 0:
+        parts.append(f"stability α={attrs['stability']:g} σ={attrs['stability_sigma']:g}")
+    return " + ".join(parts) or "none"
+
+
+def remedies(run_paths: Iterable[str | Path], phi_paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Table 6 and E.2/E.3: per remedy and batch size, train and test accuracy and φ, mean ± std
+    over trials; the runs without a remedy are the baseline ('none')."""
+    phis = _phis(phi_paths)
+    rows = []
+    for r in _runs(run_paths):
+        method = remedy(r.attrs)
+        final = r.history.iloc[-1]
+        rows.append(
+            {
+                "network": r.attrs["network"],
+                "remedy": method,
+                "regime": r.label if method == "none" else r.label.rsplit("_", 1)[0],
+                "batch_size": r.attrs["batch_size"],
+                "seed": r.attrs["seed"],
+                "train_acc": final.train_acc,
+                "test_acc": final.test_acc,
+                "phi": _phi_of(r, phis)["phi"],
+                "eps": _phi_of(r, phis)["eps"],
+            }
+        )
+    table = (
+        pd.DataFrame(rows)
+        .groupby(["network", "remedy", "regime", "batch_size", "eps"], sort=False)
+        .agg(
+            trials=("seed", "size"),
+            train_mean=("train_acc", "mean"),
+            test_mean=("test_acc", "mean"),
+            test_std=("test_acc", "std"),
+            phi_mean=("phi", "mean"),
+            phi_std=("phi", "std"),
+        )
+        .reset_index()
+        .fillna({"test_std": 0.0, "phi_std": 0.0})
+    )
+    return table.sort_values(["remedy", "batch_size"], key=_none_first, ignore_index=True)
+
+
+def _none_first(column: pd.Series) -> pd.Series:
+    return column.map(lambda v: "" if v == "none" else v) if column.name == "remedy" else column
+
+
+def remedies_markdown(table: pd.DataFrame) -> str:
+    """Table 6 in Markdown: per remedy, each regime's test accuracy and φ, beside the paper."""
+    network = table.network.iloc[0]
+    regimes = list(dict.fromkeys(table.sort_values("batch_size").regime))
+    head = [f"{r} test %" for r in regimes] + [f"{r} φ" for r in regimes]
+    lines = [
+        f"Table 6 and Appendix E for {network}: test accuracy and φ (ε = {table.eps.iloc[0]:g}), "
+        "mean ± std over trials.",
+        "",
+        "| remedy | " + " | ".join(head) + " | paper |",
+        "|---" * (len(head) + 2) + "|",
+    ]
+    for method, rows in table.groupby("remedy", sort=False):
+        by = rows.set_index("regime")
+        cells = [f"{by.test_mean[r]:.2f} ± {by.test_std[r]:.2f}" if r in by.index else "–"
+                 for r in regimes]  # fmt: skip
+        cells += [f"{by.phi_mean[r]:.4g} ± {by.phi_std[r]:.2g}" if r in by.index else "–"
+                  for r in regimes]  # fmt: skip
+        name = method.split(" ")[0]
+        paper = PAPER_REMEDIES.get((network, name), "")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {paper} |")
+    return "\n".join(lines) + "\n"

@@ -285,3 +285,37 @@ def warm_start(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -
         ax.legend(lines[0] + extra[0], lines[1] + extra[1], frameon=False, loc="best")
         ax.grid(True, lw=0.3, alpha=0.5)
         return save(fig, out)
+
+
+def remedy_bars(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """Appendix E: test accuracy (bars, mean ± std) of each regime under each remedy, and its φ
+    (markers, right axis, log): a remedy that closes the gap but leaves LB's φ high is the
+    paper's finding."""
+    need = ["network", "remedy", "regime", "batch_size", "test_mean", "test_std", "phi_mean"]
+    d = _table(csv, "remedies", need + ["eps"])
+    methods = list(dict.fromkeys(d.remedy))
+    regimes = list(dict.fromkeys(d.sort_values("batch_size").regime))
+    width = 0.8 / len(regimes)
+    with plt.rc_context(style.rc()):
+        fig, ax = plt.subplots(figsize=(style.width, style.height))
+        phi_ax = ax.twinx()
+        phi_ax.set_yscale("log")
+        for i, (colour, regime) in enumerate(zip(REGIME_COLOURS, regimes, strict=False)):
+            r = d[d.regime == regime].set_index("remedy").reindex(methods)
+            x = np.arange(len(methods)) + (i - (len(regimes) - 1) / 2) * width
+            ax.bar(x, r.test_mean, width, yerr=r.test_std, color=colour, alpha=0.6,
+                   label=f"{regime} test acc.", capsize=2)  # fmt: skip
+            phi_ax.plot(x, r.phi_mean, "D", color=colour, ms=4, mec="k", mew=0.5,
+                        label=f"{regime} φ")  # fmt: skip
+        low = (d.test_mean - d.test_std).min()
+        ax.set_ylim(max(0, low - (100 - low) * 0.5), min(100, d.test_mean.max() + 1))
+        labels = [" + ".join(part.split(" ")[0] for part in m.split(" + ")) for m in methods]
+        ax.set_xticks(np.arange(len(methods)), labels, rotation=20, ha="right")
+        ax.set_ylabel("test accuracy (%)")
+        phi_ax.set_ylabel(f"φ, ε = {d.eps.iloc[0]:g}")
+        ax.set_title(f"{d.network.iloc[0]}: Appendix E remedies")
+        bars, names = ax.get_legend_handles_labels()
+        marks, more = phi_ax.get_legend_handles_labels()
+        ax.legend(bars + marks, names + more, frameon=False, ncol=2, loc="lower left")
+        ax.grid(True, axis="y", lw=0.3, alpha=0.5)
+        return save(fig, out)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, remedies
 from .atomic import atomic_path
 from .data import Dataset, load_dataset
 from .errors import UserError
@@ -60,6 +60,14 @@ class TrainConfig:
     save_every: int = 1
     eval_bn: str = "batch"
     eval_chunk: int = 5000
+    # Appendix E's remedies (remedies.py, docs/remedies.md); the defaults switch them off.
+    augment: bool = False  # E.1: flips, rotations ≤ 10°, translations ≤ 0.2 (images only)
+    proximal: float = 0.0  # E.2: λ of conservative training (paper 1e-3); 0: off
+    proximal_steps: int = 3  # E.2: ADAM iterations on each batch's sub-problem
+    fgsm: float = 0.0  # E.3: ε of FGSM examples mixed into each batch; 0: off
+    fgsm_weight: float = 0.5  # their share of the loss
+    stability: float = 0.0  # E.3: α of stability training's KL term; 0: off
+    stability_sigma: float = 0.04  # σ of its Gaussian input perturbation
 
     def check(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -68,7 +76,12 @@ class TrainConfig:
         if self.stop not in STOP_RULES:
             choices = ", ".join(STOP_RULES)
             raise UserError(f"unknown stopping rule {self.stop!r}: use one of {choices}")
-        for name in ("max_epochs", "patience", "save_every", "eval_chunk"):
+        for name in ("proximal", "fgsm", "stability", "stability_sigma"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
+        if not 0 <= self.fgsm_weight <= 1:
+            raise UserError(f"fgsm_weight must be in [0, 1], got {self.fgsm_weight}")
+        for name in ("max_epochs", "patience", "save_every", "eval_chunk", "proximal_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.eval_bn not in ("batch", "running"):
@@ -228,6 +241,11 @@ class Trainer:
     ):
         cfg.check()
         check_fits(cfg.network, data.input_shape, data.num_classes)
+        if cfg.augment and len(data.input_shape) != 3:
+            raise UserError(
+                f"augment flips, rotates and shifts images, but {data.name} has inputs of shape "
+                f"{tuple(data.input_shape)}: turn augment off for it"
+            )
         self.cfg, self.data, self.device, self.log = cfg, data, device, log
         self.bar = bar  # a progress bar within each epoch (terminals only; logs get lines)
         train_idx, self.val_idx = split_train_val(len(data.x_train), cfg)
@@ -249,6 +267,9 @@ class Trainer:
         self.model.to(device)
         self.opt = make_optimizer(cfg, self.model.parameters())
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        # The remedies' random draws, on the device; a stream of its own, so that switching a
+        # remedy on leaves the run's batch order as it was.
+        self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1_000_003)
         self.stopper = Stopper(cfg.stop, cfg.patience, cfg.rel_tol)
         self.history: list[dict[str, float]] = []
         self.epoch, self.done = 0, None
@@ -270,12 +291,25 @@ class Trainer:
         batches = list(chunks(self.n_train, self.batch))
         if self.bar:
             batches = tqdm(batches, desc=f"epoch {self.epoch}", unit="batch", leave=False)
+        cfg = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
         for s in batches:
             idx = perm[s]
-            loss = F.cross_entropy(self.model(self.x[idx]), self.y[idx])
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            x, y = self.x[idx], self.y[idx]
+            if cfg.augment:
+                x = remedies.augment(x, self.noise)
+            # E.2: x_{k+1} ≈ argmin f_B(x) + λ/2 ‖x − x_k‖², by a few optimizer steps
+            anchor = [p.detach().clone() for p in params] if cfg.proximal > 0 else None
+            for _ in range(cfg.proximal_steps if anchor else 1):
+                loss = remedies.objective(
+                    self.model, x, y, self.noise, cfg.fgsm, cfg.fgsm_weight,
+                    cfg.stability, cfg.stability_sigma,
+                )  # fmt: skip
+                if anchor:
+                    loss = loss + remedies.proximal(params, anchor, cfg.proximal)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
@@ -293,7 +327,11 @@ class Trainer:
 
     # --- checkpointing -------------------------------------------------------------------
     def checkpoint(self) -> dict:
-        rng = {"shuffle": self.shuffle.get_state(), "torch": torch.get_rng_state()}
+        rng = {
+            "shuffle": self.shuffle.get_state(),
+            "noise": self.noise.get_state(),
+            "torch": torch.get_rng_state(),
+        }
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -311,10 +349,13 @@ class Trainer:
         self.epoch, self.done, self.history = ckpt["epoch"], ckpt["done"], ckpt["history"]
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
-        self.shuffle.set_state(ckpt["rng"]["shuffle"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        # RNG states must be CPU byte tensors; loading onto a GPU moved them there.
+        rng = {k: v.cpu() for k, v in ckpt["rng"].items()}
+        self.shuffle.set_state(rng["shuffle"])
+        self.noise.set_state(rng["noise"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         vars(self.stopper).update(ckpt["stopper"])
 
 

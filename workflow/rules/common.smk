@@ -124,6 +124,29 @@ def warm_regimes():
 
 
 WARM = warm_regimes() if config["experiments"]["warmstart"] else (None, {})
+
+
+def is_images(network):
+    """Whether a network's dataset holds images (augmentation needs them)."""
+    entry = config["datasets"][config["networks"][network]["dataset"]]
+    if entry["source"] == "synthetic":
+        return len(entry.get("input_shape", [1, 28, 28])) == 3
+    return not entry["source"].startswith("timit")
+
+
+def remedy_regimes():
+    """Appendix E: method -> the regimes <regime>_<method> of both landscape_regimes."""
+    methods = {}
+    for name, settings in config["remedies"]["methods"].items():
+        where = f"remedies.methods.{name}"
+        check_config(settings, "training.schema.yaml", where, fill=False)
+        methods[name] = [f"{r}_{name}" for r in config["landscape_regimes"]]
+        for study, name_ in zip(config["landscape_regimes"], methods[name]):
+            REGIMES[name_] = regime(config["regimes"][study], settings)
+    return methods
+
+
+REMEDIES = remedy_regimes() if config["experiments"]["remedies"] else {}
 REGIME_PATTERN = "|".join(map(re.escape, sorted(REGIMES, key=len, reverse=True)))
 
 
@@ -308,6 +331,7 @@ EXPERIMENT_FIGURES = {
     "trajectory": ("trajectory", "trajectory"),
     "sweep": ("sweep", "sweep"),
     "warmstart": ("warmstart", "warmstart"),
+    "remedies": ("remedies", "remedies"),
 }
 # Config switch -> (measurement, figure or None).
 EXPERIMENTS = {
@@ -318,6 +342,7 @@ EXPERIMENTS = {
     "trajectory": ("trajectory", "trajectory"),
     "sweep": ("sweep", "sweep"),
     "warmstart": ("warmstart", "warmstart"),
+    "remedies": ("remedies", "remedies"),
 }
 
 
@@ -397,6 +422,36 @@ def warm_runs(wildcards, which):
 def warm_phi(wildcards):
     w = config["warmstart"]
     return phi_files(wildcards.network, list(WARM[1].values()), w["trials"], w["eps"])
+
+
+def remedy_run_regimes(network):
+    """The study's pair and each remedy's regimes that apply to this network (augmentation
+    only where the inputs are images)."""
+    usable = [
+        regimes
+        for name, regimes in REMEDIES.items()
+        if is_images(network) or not config["remedies"]["methods"][name].get("augment")
+    ]
+    return config["landscape_regimes"] + [r for regimes in usable for r in regimes]
+
+
+def remedy_seeds():
+    return range(config["remedies"].get("trials") or config["trials"])
+
+
+def remedy_runs(wildcards):
+    return expand(
+        rules.train.output.run,
+        network=wildcards.network,
+        regime=remedy_run_regimes(wildcards.network),
+        seed=remedy_seeds(),
+    )
+
+
+def remedy_phi(wildcards):
+    regimes = remedy_run_regimes(wildcards.network)
+    eps = config["remedies"]["eps"]
+    return phi_files(wildcards.network, regimes, remedy_seeds(), eps)
 
 
 def experiment_outputs():

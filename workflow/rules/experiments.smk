@@ -2,7 +2,7 @@
 # (landscape_regimes) of every trial: Figure 2 (accuracy per epoch), distances from the initial
 # point, Appendix C's performance model, f along random directions, Figure 6 (φ along the
 # runs). Figures 4 (batch-size sweep) and 5 (warm starts) add runs of their own regimes
-# (common.smk) and read their φ from the sharpness rule.
+# (common.smk) and read their φ from the sharpness rule, as do Appendix E's remedies (Table 6).
 
 
 rule measure:
@@ -117,6 +117,27 @@ rule measure_warmstart:
         runtime=10,
     shell:
         "sharpminima measure warmstart --sb {input.sb} --lb {input.lb} --phi {input.phi} "
+        "--out {output.csv} > {log} 2>&1"
+
+
+rule measure_remedies:
+    input:
+        runs=remedy_runs,
+        phi=remedy_phi,
+        code=src("data", "models", "store", "experiments"),
+    output:
+        csv="results/experiments/{network}/remedies.csv",
+        md="results/experiments/{network}/remedies.md",
+    log:
+        "logs/experiments/{network}/remedies.log",
+    conda:
+        "../../envs/sharpminima.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "sharpminima measure remedies --runs {input.runs} --phi {input.phi} "
         "--out {output.csv} > {log} 2>&1"
 
 

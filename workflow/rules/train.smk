@@ -7,7 +7,7 @@ rule train:
     input:
         data=run_dataset,
         warm=warm_source,
-        code=src("data", "models", "store", "training"),
+        code=src("data", "models", "store", "training", "remedies"),
     output:
         run="results/runs/{network}/{regime}/seed{seed}.h5",
     log:
