@@ -277,7 +277,12 @@ def warm_start(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -
         ax.plot(m.warm_epoch, m.lb_test_acc, "o-", color="tab:blue", ms=3, mfc="none",
                 label=f"LB after {d.lb_epochs.iloc[0]} more epochs")  # fmt: skip
         phi_ax.plot(m.warm_epoch, m.lb_phi, "s--", color="tab:red", ms=3, label="LB φ")
-        ax.set_xlabel("SB epochs before switching to LB")
+        later = m[m.warm_epoch > 0]
+        if len(later):  # x₀'s chance accuracy would flatten the range that matters
+            low = later[["sb_test_acc", "lb_test_acc"]].min().min()
+            high = later[["sb_test_acc", "lb_test_acc"]].max().max()
+            ax.set_ylim(low - 0.25 * (high - low + 1), high + 0.15 * (high - low + 1))
+        ax.set_xlabel("SB epochs before switching to LB (SB at x₀: off scale)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{d.network.iloc[0]}: warm-started LB, {d.seed.nunique()} trial(s)")
         lines = ax.get_legend_handles_labels()
