@@ -196,16 +196,23 @@ def _phis(paths: Iterable[str | Path]) -> dict[tuple[str, int], dict]:
     return phis
 
 
-def _phi_of(run: Run, phis: dict[tuple[str, int], dict]) -> dict:
+def _phi_of(run: Run, phis: dict[tuple[str, int], dict]) -> dict[str, float]:
+    """The run's φ and its ε, from the --phi files."""
     phi = phis.get((run.label, run.attrs["seed"]))
     if phi is None:
         raise UserError(f"no φ of {run.path} among the --phi files: pass one per run")
-    return phi
+    return {"phi": phi["phi"], "eps": phi["eps"]}
 
 
 def _final(run: Run) -> dict[str, float]:
+    """What the run recorded at its last epoch."""
     last = run.history.iloc[-1]
-    return {"epochs": int(last.epoch), "train_loss": last.train_loss, "test_acc": last.test_acc}
+    return {
+        "epochs": int(last.epoch),
+        "train_loss": last.train_loss,
+        "train_acc": last.train_acc,
+        "test_acc": last.test_acc,
+    }
 
 
 def sweep(run_paths: Iterable[str | Path], phi_paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -219,8 +226,7 @@ def sweep(run_paths: Iterable[str | Path], phi_paths: Iterable[str | Path]) -> p
             "seed": r.attrs["seed"],
             "stop": r.attrs["stop"],
             **_final(r),
-            "phi": _phi_of(r, phis)["phi"],
-            "eps": _phi_of(r, phis)["eps"],
+            **_phi_of(r, phis),
         }
         for r in _runs(run_paths)
     ]
@@ -259,7 +265,7 @@ def warmstart(
         if epoch is None or not mine:
             raise UserError(f"{lb.path} is not warm-started from one of the --sb runs")
         sb_row = source.history.set_index("epoch").loc[epoch]
-        final = _final(lb)
+        final, phi = _final(lb), _phi_of(lb, phis)
         rows.append(
             {
                 "network": lb.attrs["network"],
@@ -271,8 +277,8 @@ def warmstart(
                 "lb_epochs": final["epochs"],
                 "lb_test_acc": final["test_acc"],
                 "lb_train_loss": final["train_loss"],
-                "lb_phi": _phi_of(lb, phis)["phi"],
-                "eps": _phi_of(lb, phis)["eps"],
+                "lb_phi": phi["phi"],
+                "eps": phi["eps"],
             }
         )
     return pd.DataFrame(rows).sort_values(["seed", "warm_epoch"], ignore_index=True)
@@ -308,7 +314,6 @@ def remedies(run_paths: Iterable[str | Path], phi_paths: Iterable[str | Path]) -
     rows = []
     for r in _runs(run_paths):
         method = remedy(r.attrs)
-        final = r.history.iloc[-1]
         rows.append(
             {
                 "network": r.attrs["network"],
@@ -316,10 +321,8 @@ def remedies(run_paths: Iterable[str | Path], phi_paths: Iterable[str | Path]) -
                 "regime": r.label if method == "none" else r.label.rsplit("_", 1)[0],
                 "batch_size": r.attrs["batch_size"],
                 "seed": r.attrs["seed"],
-                "train_acc": final.train_acc,
-                "test_acc": final.test_acc,
-                "phi": _phi_of(r, phis)["phi"],
-                "eps": _phi_of(r, phis)["eps"],
+                **_final(r),
+                **_phi_of(r, phis),
             }
         )
     table = (

@@ -216,14 +216,12 @@ class WarmStart:
             raise UserError(f"{self.run} was trained on other data: warm-start from a run on it")
         return source.state(self.epoch if self.epoch > 0 else "init")
 
-    def identity(self) -> list:
-        return [self.run, self.epoch, Run(self.run).attrs["finished"]]  # a retrained source differs
-
     def attrs(self) -> dict[str, object]:
-        """What the run file records: the source (its path, and its finishing time, which
-        identifies it wherever it is moved) and the epoch."""
-        run, epoch, finished = self.identity()
-        return {"warm_run": run, "warm_epoch": epoch, "warm_run_finished": finished}
+        """What the run file records, and a checkpoint must match: the source (its path, and
+        its finishing time, which identifies it wherever it is moved and changes when it is
+        retrained) and the epoch."""
+        finished = Run(self.run).attrs["finished"]
+        return {"warm_run": self.run, "warm_epoch": self.epoch, "warm_run_finished": finished}
 
 
 class Trainer:
@@ -261,7 +259,7 @@ class Trainer:
             )
         self.eval_sets["test"] = (data.x_test.to(device), data.y_test.to(device))
         self.model = build(cfg.network, seed=cfg.seed, num_classes=data.num_classes)
-        self.warm = warm
+        self.warm = None if warm is None else warm.attrs()  # read once, not at each checkpoint
         if warm is not None:
             self.model.load_state_dict(warm.state(cfg.network, data))
         self.model.to(device)
@@ -277,11 +275,10 @@ class Trainer:
 
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed."""
-        warm = None if self.warm is None else self.warm.identity()
         return {
             "config": dataclasses.asdict(self.cfg),
             "data": self.data.content_sha256,
-            "warm": warm,
+            "warm": self.warm,
         }
 
     def train_epoch(self) -> float:
@@ -467,7 +464,7 @@ def _finish(
         "epochs": t.epoch,
         "stop_reason": t.done,
         "best_epoch": t.stopper.best_epoch,
-        **({} if t.warm is None else t.warm.attrs()),
+        **(t.warm or {}),
         "device": device_name(dev),
         "threads": torch.get_num_threads(),
         "versions": versions(),

@@ -87,10 +87,10 @@ def sweep_regimes():
     same = all(
         TRAINING[n].get(k) == v for n in config["networks"] for k, v in fixed.items()
     )
+    suffix = "" if same else f"_{s['epochs']}ep"
     names = {}
     for batch in s["batch_sizes"]:
         study = [n for n, b in config["regimes"].items() if b == batch and same]
-        suffix = "" if same else f"_{s['epochs']}ep"
         names[batch] = study[0] if study else f"b{batch:g}{suffix}"
         REGIMES.setdefault(names[batch], regime(batch, fixed))
     return names
