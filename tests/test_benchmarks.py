@@ -1,0 +1,36 @@
+"""The GPU check script runs on CPU too, so CI proves it works before a GPU is at hand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_cpu_and_resumes_bit_identically(tmp_path):
+    table = tmp_path / "table.md"
+    args = ["--device", "cpu", "--n-train", "256", "--n-test", "64", "--epochs", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), *args, "--iters", "2"]
+        + ["--out", str(table)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = table.read_text().splitlines()
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith(("| F1", "| C1"))]
+    assert [(r[0].strip(), r[2].strip()) for r in rows] == [
+        ("F1", "SB"), ("F1", "LB"), ("C1", "SB"), ("C1", "LB"),
+    ]  # fmt: skip
+    for network, _, regime, batch, rate, *rest in rows:
+        assert float(rate.replace(",", "")) > 0
+        assert int(batch) == (256 if regime.strip() == "SB" else 26)  # 10% of 256
+        if regime.strip() == "SB":
+            assert rest[-1].strip() == "yes", (network, rest)  # resumed bitwise
+        else:
+            assert "nit 2" in rest[1]  # φ of the LB run, with its solver statistics
+    assert "device: cpu:" in table.read_text()
