@@ -20,6 +20,7 @@ include: "workflow/rules/common.smk"
 
 # ---- Wildcards: only names the config defines ---------------------------------------------
 wildcard_constraints:
+    study=re.escape(STUDY),
     network="|".join(config["networks"]),
     regime=REGIME_PATTERN,
     dataset="|".join(config["datasets"]),
@@ -67,4 +68,4 @@ rule all:
 # Not part of `all` (it multiplies the sharpness jobs): snakemake sensitivity_report
 rule sensitivity_report:
     input:
-        expand(rules.sensitivity.output.csv, network=config["networks"]),
+        study_paths(rules.sensitivity.output.csv, network=config["networks"]),

@@ -62,7 +62,7 @@ def _files(root: Path) -> set[str]:
 def assert_same_results(a: Path, b: Path) -> None:
     """Every result file of `a` in `b` too; runs, φ and landscapes equal to the bit."""
     assert _files(a / "results") <= _files(b / "results")
-    for run in (a / "results/runs").rglob("*.h5"):
+    for run in (a / "results/smoke/runs").rglob("*.h5"):
         ours, theirs = Run(run), Run(b / run.relative_to(a))
         mine, other = ours.model("final").state_dict(), theirs.model("final").state_dict()
         assert all(torch.equal(mine[k], other[k]) for k in mine), run
@@ -70,11 +70,11 @@ def assert_same_results(a: Path, b: Path) -> None:
         pd.testing.assert_frame_equal(
             ours.history.drop(columns=times), theirs.history.drop(columns=times)
         )
-    for phi in (a / "results/sharpness").rglob("*.json"):
+    for phi in (a / "results/smoke/sharpness").rglob("*.json"):
         ours, theirs = json.loads(phi.read_text()), json.loads((b / phi.relative_to(a)).read_text())
         for key in ("phi", "f_x", "f_max", "nit", "nfev", "message", "threads"):
             assert ours[key] == theirs[key], (phi, key)
-    for line in (a / "results/landscape").rglob("*.h5"):
+    for line in (a / "results/smoke/landscape").rglob("*.h5"):
         ours, theirs = read_landscape(line)[1], read_landscape(b / line.relative_to(a))[1]
         for key in ours:
             assert (ours[key] == theirs[key]).all(), (line, key)
@@ -82,7 +82,7 @@ def assert_same_results(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_smoke_preset_through_slurm_matches_local_run(slurm_env, smoke_run, tmp_path):
-    f1 = [smoke_run / "results/figures/F1", smoke_run / "results/sharpness/F1"]
+    f1 = [smoke_run / "results/smoke/figures/F1", smoke_run / "results/smoke/sharpness/F1"]
     targets = [p.relative_to(smoke_run) for d in f1 for p in d.rglob("*.*") if p.suffix != ".pdf"]
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", REPO / "Snakefile", "--directory", tmp_path]
@@ -115,4 +115,4 @@ def test_smoke_preset_through_slurm_matches_local_run(slurm_env, smoke_run, tmp_
         needs_gpu = comment.startswith(tuple(f"rule_{r}_" for r in gpu_rules))
         assert ("gres/gpu=1" in tres) == needs_gpu, (comment, tres)
     assert_same_results(tmp_path, smoke_run)
-    assert not (tmp_path / "results/runs/F2").exists()
+    assert not (tmp_path / "results/smoke/runs/F2").exists()

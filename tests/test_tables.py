@@ -52,3 +52,9 @@ def test_no_paper_comparison_on_other_data(tmp_path):
     md = (tmp_path / "table3.md").read_text()
     assert "| F1 | 2 ± 1 (1.23 ± 0.83; ×1.63) [nit 8–10] | 200 ± 40 (205.14 ± 69.52; ×0.975)" in md
     assert pd.read_csv(tmp_path / "table3.csv").shape[0] == 2
+
+
+def test_only_sharpness_tables_speak_of_iterations():
+    cells = _cells().assign(table=2, metric="test_acc", eps="", nit=float("nan"))
+    assert "brackets" not in markdown(summarise(cells), 2)
+    assert "in brackets the L-BFGS-B iterations" in markdown(summarise(_cells()), 3)

@@ -34,7 +34,7 @@ def test_default_study_dry_run(tmp_path):
         "all": 1,
         "total": 57,
     }
-    assert "results/runs/F1/LB/seed4.h5" in proc.stdout
+    assert "results/f1-mnist/runs/F1/LB/seed4.h5" in proc.stdout
 
 
 def test_paper_preset_builds_all_six_networks(tmp_path):
@@ -74,7 +74,7 @@ def test_an_experiment_switch_adds_only_its_jobs(tmp_path):
     proc = snakemake(tmp_path, "-n", "--configfile", REPO / "config.yaml", switch)
     counts = job_counts(proc.stdout)
     assert counts["measure"] == 1 and counts["figure_experiment"] == 1 and counts["total"] == 59
-    assert "results/figures/F1/accuracy.png" in proc.stdout
+    assert "results/f1-mnist/figures/F1/accuracy.png" in proc.stdout
 
 
 def test_sensitivity_report_dry_run(tmp_path):
@@ -110,7 +110,7 @@ def test_bad_config_stops_with_one_line(tmp_path, override, words):
 def test_network_training_overrides_are_checked_and_not_filled(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "datasets: {mnist: {source: mnist}}\n"
+        "study: mine\ndatasets: {mnist: {source: mnist}}\n"
         "networks: {F1: {dataset: mnist, training: {patience: 0}}}\n"
     )
     proc = snakemake(tmp_path, "-n", "--configfile", bad, check=False)
@@ -119,35 +119,39 @@ def test_network_training_overrides_are_checked_and_not_filled(tmp_path):
     )
     good = tmp_path / "good.yaml"
     good.write_text(
-        "datasets: {mnist: {source: mnist}}\ntraining: {max_epochs: 7}\n"
+        "study: mine\ndatasets: {mnist: {source: mnist}}\ntraining: {max_epochs: 7}\n"
         "networks: {F1: {dataset: mnist, training: {patience: 3}}}\n"
     )
-    shell = snakemake(tmp_path, "results/runs/F1/SB/seed0.h5", "-n", "-p", "--configfile", good)
+    shell = snakemake(
+        tmp_path, "results/mine/runs/F1/SB/seed0.h5", "-n", "-p", "--configfile", good
+    )
     assert "--max-epochs 7" in shell.stdout and "--patience 3" in shell.stdout
 
 
 @pytest.mark.slow
 def test_smoke_preset_runs_whole_chain(smoke_run):
-    runs = sorted((smoke_run / "results/runs/F1").glob("[LS]B/seed*.h5"))
-    assert [p.relative_to(smoke_run / "results/runs/F1").as_posix() for p in runs] == [
+    runs = sorted((smoke_run / "results/smoke/runs/F1").glob("[LS]B/seed*.h5"))
+    assert [p.relative_to(smoke_run / "results/smoke/runs/F1").as_posix() for p in runs] == [
         "LB/seed0.h5",
         "LB/seed1.h5",
         "SB/seed0.h5",
         "SB/seed1.h5",
     ]
-    lb, sb = Run(smoke_run / "results/runs/F1/LB/seed1.h5"), Run(runs[-1])
+    lb, sb = Run(smoke_run / "results/smoke/runs/F1/LB/seed1.h5"), Run(runs[-1])
     assert sb.attrs["batch_size"] == 32 and lb.attrs["batch_size"] == 50  # 10% of 500
-    assert (smoke_run / "logs/train/F1/SB/seed1.log").read_text().count("epoch ") >= 1
+    assert (smoke_run / "logs/smoke/train/F1/SB/seed1.log").read_text().count("epoch ") >= 1
     assert lb.attrs["label"] == "LB"
     for n in (2, 3, 4):
-        table = (smoke_run / f"results/tables/table{n}.md").read_text()
+        table = (smoke_run / f"results/smoke/tables/table{n}.md").read_text()
         assert "| F1 |" in table and "F1 on synthetic" in table
-    phi = sorted((smoke_run / "results/sharpness/F1").glob("[LS]B/seed*/*.json"))
+    phi = sorted((smoke_run / "results/smoke/sharpness/F1").glob("[LS]B/seed*/*.json"))
     assert len(phi) == 2 * 2 * 2  # regimes × trials × spaces
     for kind in ("linear", "curvilinear"):
         for ext in ("png", "pdf"):
-            assert (smoke_run / f"results/figures/F1/seed0/{kind}.{ext}").stat().st_size > 5000
-    bench = smoke_run / "results/benchmarks/train/F1/SB/seed0.tsv"
+            assert (
+                smoke_run / f"results/smoke/figures/F1/seed0/{kind}.{ext}"
+            ).stat().st_size > 5000
+    bench = smoke_run / "results/smoke/benchmarks/train/F1/SB/seed0.tsv"
     assert bench.read_text().startswith("s\th:m:s\tmax_rss")
 
 
@@ -156,29 +160,29 @@ def test_smoke_preset_runs_the_experiments(smoke_run):
     import pandas as pd
 
     for net in ("F1", "F2", "C1"):
-        curves = pd.read_csv(smoke_run / f"results/experiments/{net}/curves.csv")
+        curves = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/curves.csv")
         assert set(curves.regime) == {"SB", "LB"} and curves.trials.max() == 2
-        distances = pd.read_csv(smoke_run / f"results/experiments/{net}/distances.csv")
+        distances = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/distances.csv")
         assert distances.seed.tolist() == [0, 1] and (distances.ratio > 0).all()
-        iterations = pd.read_csv(smoke_run / f"results/experiments/{net}/iterations.csv")
+        iterations = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/iterations.csv")
         larger = iterations.batch_l > iterations.batch_s  # C1's 10% of 250 is 25 < 32
         assert (iterations.iters_l[larger] < iterations.iters_s[larger]).all()
         assert larger.any() or net == "C1"
-        directions = pd.read_csv(smoke_run / f"results/experiments/{net}/directions.csv")
+        directions = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/directions.csv")
         assert len(directions) == 2 * 2 * 10  # regimes × trials × count
         assert (directions.fraction_of_phi == directions.rise / directions.phi).all()
         for figure in ("accuracy", "perfmodel", "directions"):
-            assert (smoke_run / f"results/figures/{net}/{figure}.pdf").stat().st_size > 5000
+            assert (smoke_run / f"results/smoke/figures/{net}/{figure}.pdf").stat().st_size > 5000
 
 
 @pytest.mark.slow
 def test_smoke_preset_runs_figures_4_5_6_on_f1(smoke_run):
     import pandas as pd
 
-    experiments = smoke_run / "results/experiments"
+    experiments = smoke_run / "results/smoke/experiments"
     trajectory = pd.read_csv(experiments / "F1/trajectory.csv")
     for (regime, bn), points in trajectory.groupby(["regime", "bn"]):
-        last = Run(smoke_run / f"results/runs/F1/{regime}/seed0.h5").attrs["epochs"]
+        last = Run(smoke_run / f"results/smoke/runs/F1/{regime}/seed0.h5").attrs["epochs"]
         assert points.epoch.tolist() == list(range(last + 1)), (regime, bn)
     assert set(trajectory.bn) == {"batch", "running"} and (trajectory.nit == 3).all()
     sweep = pd.read_csv(experiments / "F1/sweep.csv")
@@ -189,43 +193,43 @@ def test_smoke_preset_runs_figures_4_5_6_on_f1(smoke_run):
         50,
     ]
     assert sweep.trials.tolist() == [2, 2, 2]
-    assert sorted(p.name for p in (smoke_run / "results/runs/F1").iterdir()) == [
+    assert sorted(p.name for p in (smoke_run / "results/smoke/runs/F1").iterdir()) == [
         "LB", "SB", "b16", "warm_LB0", "warm_LB1", "warm_LB2", "warm_SB"
     ]  # fmt: skip
     warm = pd.read_csv(experiments / "F1/warmstart.csv")
     assert warm.warm_epoch.tolist() == [0, 1, 2] and (warm.lb_epochs == 1).all()
-    source = Run(smoke_run / "results/runs/F1/warm_SB/seed0.h5")
+    source = Run(smoke_run / "results/smoke/runs/F1/warm_SB/seed0.h5")
     assert warm.sb_test_acc.tolist() == source.history.test_acc.tolist()
-    lb = Run(smoke_run / "results/runs/F1/warm_LB1/seed0.h5")
-    assert lb.attrs["warm_run"] == "results/runs/F1/warm_SB/seed0.h5"  # read in place
+    lb = Run(smoke_run / "results/smoke/runs/F1/warm_LB1/seed0.h5")
+    assert lb.attrs["warm_run"] == "results/smoke/runs/F1/warm_SB/seed0.h5"  # read in place
     assert all(v.equal(source.state(1)[k]) for k, v in lb.state("init").items())
     for figure in ("trajectory", "sweep", "warmstart"):
-        assert (smoke_run / f"results/figures/F1/{figure}.pdf").stat().st_size > 5000
-    assert not (smoke_run / "results/figures/F2/sweep.png").exists()  # sweep.networks: [F1]
+        assert (smoke_run / f"results/smoke/figures/F1/{figure}.pdf").stat().st_size > 5000
+    assert not (smoke_run / "results/smoke/figures/F2/sweep.png").exists()  # sweep.networks: [F1]
 
 
 @pytest.mark.slow
 def test_smoke_preset_trains_each_remedy_on_c1(smoke_run):
     import pandas as pd
 
-    table = pd.read_csv(smoke_run / "results/experiments/C1/remedies.csv")
+    table = pd.read_csv(smoke_run / "results/smoke/experiments/C1/remedies.csv")
     assert [m.split(" ")[0] for m in table.remedy.unique()] == [
         "none", "FGSM", "augmentation", "conservative", "stability"
     ]  # fmt: skip
     assert {tuple(sorted(r)) for _, r in table.groupby("remedy").regime} == {("LB", "SB")}
-    run = Run(smoke_run / "results/runs/C1/LB_conservative/seed0.h5")
+    run = Run(smoke_run / "results/smoke/runs/C1/LB_conservative/seed0.h5")
     assert run.attrs["proximal"] == 0.001 and run.attrs["proximal_steps"] == 3
-    assert Run(smoke_run / "results/runs/C1/SB_augment/seed0.h5").attrs["augment"]
-    assert "| none |" in (smoke_run / "results/experiments/C1/remedies.md").read_text()
-    assert (smoke_run / "results/figures/C1/remedies.pdf").stat().st_size > 5000
+    assert Run(smoke_run / "results/smoke/runs/C1/SB_augment/seed0.h5").attrs["augment"]
+    assert "| none |" in (smoke_run / "results/smoke/experiments/C1/remedies.md").read_text()
+    assert (smoke_run / "results/smoke/figures/C1/remedies.pdf").stat().st_size > 5000
 
 
 def test_augmentation_is_left_out_where_inputs_are_not_images(tmp_path):
     overlay = tmp_path / "remedies.yaml"
     overlay.write_text("remedies: {networks: [F2, C1], trials: 1}\n")
     plan = snakemake(tmp_path, "-n", "--configfile", SMOKE, overlay).stdout
-    assert "results/runs/C1/SB_augment/seed0.h5" in plan
-    assert "results/runs/F2/SB_conservative/seed0.h5" in plan
+    assert "results/smoke/runs/C1/SB_augment/seed0.h5" in plan
+    assert "results/smoke/runs/F2/SB_conservative/seed0.h5" in plan
     assert "F2/SB_augment" not in plan and "F2/LB_augment" not in plan
 
 
@@ -233,12 +237,12 @@ def test_augmentation_is_left_out_where_inputs_are_not_images(tmp_path):
 def test_smoke_preset_trains_f2_and_c1_for_one_epoch(smoke_run):
     for net, shape, classes in (("F2", [360], 39), ("C1", [3, 32, 32], 10)):
         for regime in ("SB", "LB"):
-            run = Run(smoke_run / f"results/runs/{net}/{regime}/seed0.h5")
+            run = Run(smoke_run / f"results/smoke/runs/{net}/{regime}/seed0.h5")
             assert run.attrs["epochs"] == 1 and run.attrs["num_classes"] == classes
             assert list(run.data(smoke_run / run.attrs["dataset_file"]).input_shape) == shape
-        assert len(list((smoke_run / f"results/sharpness/{net}").glob("[LS]B/*/*.json"))) == 8
-        assert (smoke_run / f"results/figures/{net}/seed0/linear.png").is_file()
-        assert f"| {net} |" in (smoke_run / "results/tables/table2.md").read_text()
+        assert len(list((smoke_run / f"results/smoke/sharpness/{net}").glob("[LS]B/*/*.json"))) == 8
+        assert (smoke_run / f"results/smoke/figures/{net}/seed0/linear.png").is_file()
+        assert f"| {net} |" in (smoke_run / "results/smoke/tables/table2.md").read_text()
 
 
 def rerun_plan(workdir, overlay: str = "") -> tuple[dict[str, int], set[str]]:
@@ -360,17 +364,29 @@ def test_timit_datasets_prepare_from_config_paths(tmp_path):
     write_utt(tmp_path / "corpus" / "TEST" / "DR1" / "MDAB0", "SX49", rng)
     config = tmp_path / "timit.yaml"
     config.write_text(
-        "datasets:\n"
+        "study: timit\ndatasets:\n"
         f"  kaldi_timit: {{source: timit-kaldi, train: {kaldi}/tr, test: {kaldi}/te,"
         f" train_ali: [{kaldi}/tr/pdf.ark], test_ali: [{kaldi}/te/pdf.ark], context: 2,"
         " cmvn: mean}\n"
         f"  raw_timit: {{source: timit-raw, corpus: {tmp_path}/corpus, phones: 48}}\n"
         "networks: {F2: {dataset: kaldi_timit}}\n"
     )
-    targets = ["results/data/kaldi_timit.h5", "results/data/raw_timit.h5"]
+    targets = ["results/timit/data/kaldi_timit.h5", "results/timit/data/raw_timit.h5"]
     snakemake(tmp_path, *targets, "--configfile", config)
     kaldi_ds, raw_ds = (load_dataset(tmp_path / t) for t in targets)
     assert kaldi_ds.input_shape == (5 * DIM,) and len(kaldi_ds.x_train) == 13
     assert raw_ds.num_classes == 48 and raw_ds.input_shape == (360,)
-    log = (tmp_path / "logs/prepare/kaldi_timit.log").read_text()
+    log = (tmp_path / "logs/timit/prepare/kaldi_timit.log").read_text()
     assert "train: 2 utterances, 13 frames" in log
+
+
+@pytest.mark.slow
+def test_the_default_study_and_the_smoke_preset_coexist(smoke_run):
+    """Each study has its own tree: planning the default study in the smoke run's checkout
+    touches nothing of the smoke study's, which still needs nothing rerun."""
+    plan = snakemake(smoke_run, "-n", "--configfile", REPO / "config.yaml").stdout
+    outputs = [p for line in re.findall(r"output: (.*)", plan) for p in line.split(", ")]
+    assert len(outputs) > 50
+    assert all(p.startswith(("results/f1-mnist/", "logs/f1-mnist/")) for p in outputs), outputs
+    assert "results/smoke" not in plan and "logs/smoke" not in plan
+    assert rerun_plan(smoke_run) == ({}, set())

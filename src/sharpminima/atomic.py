@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
+
+from .errors import UserError
 
 
 def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
@@ -24,13 +27,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The sibling lives in the same directory so the final `os.replace` is atomic on POSIX.
     On any exception (or a kill) the destination is untouched and the temporary is removed
-    when possible.
+    when possible, and so are the folders made for it, if still empty.
     """
     dest = Path(path)
+    created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, dest)
+        created = []
     finally:
         tmp.unlink(missing_ok=True)
+        for folder in created:  # deepest first: a failure leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
+    """Refuse, before any work, an output that could not be written: an existing folder where a
+    file belongs (or the reverse), or a location where no file can be created (read-only,
+    no permission). Probed by creating and removing a file, since `os.access` says yes to root
+    on a read-only mount."""
+    dest = Path(path)
+    if dest.is_dir() and not folder:
+        raise UserError(f"output {dest} is an existing folder: give a file path instead")
+    if dest.exists() and folder and not dest.is_dir():
+        raise UserError(f"output folder {dest} is an existing file: give a folder instead")
+    base = dest if folder else dest.parent
+    while not base.exists():
+        base = base.parent
+    try:
+        probe = base / f".{dest.name}.probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UserError(
+            f"cannot write {dest}: {base} is not writable ({e.strerror}): choose another output "
+            "or make it writable"
+        ) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import sys
@@ -170,7 +171,7 @@ def cmd_landscape(args: argparse.Namespace) -> None:
     from .landscape import LandscapeConfig, landscape
 
     cfg = _settings(LandscapeConfig, args, buffers=bool(args.buffers))
-    landscape(args.sb, args.lb, args.out, cfg, args.device, _log)
+    landscape(args.sb, args.lb, args.out, cfg, args.device, _log, args.other_starts)
     _log(f"wrote {args.out}")
 
 
@@ -279,8 +280,16 @@ def _sharpness_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line, like every other error: the problem, and where help is."""
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sharpminima", description=__doc__.splitlines()[0])
+    p = _Parser(prog="sharpminima", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -412,6 +421,9 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="1: interpolate BatchNorm running statistics too; 0: keep SB's",
     )
+    la.add_argument(
+        "--other-starts", action="store_true", help="allow runs that start from different x0"
+    )
     la.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     la.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     la.set_defaults(func=cmd_landscape)
@@ -467,12 +479,38 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error(e: OSError, out: str | None) -> str:
+    """One line for a failed read or write: what, where, and what to do."""
+    what = os.strerror(e.errno) if e.errno else str(e)  # h5py's strerror is a page long
+    where = e.filename or out
+    where = f" ({where})" if where else ""
+    if e.errno == errno.ENOSPC:
+        fix = "free space there and run the same command again: finished work is resumed"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make it writable or choose another output"
+    else:
+        fix = "check the path and the disk, then run the same command again"
+    return f"{what}{where}: {fix}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        from .atomic import check_writable
+
+        if getattr(args, "out", None):
+            check_writable(args.out)
+        if getattr(args, "out_dir", None):
+            check_writable(args.out_dir, folder=True)
         args.func(args)
     except UserError as e:
-        print(f"sharpminima {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())  # one line, whatever a library put in the text
+        print(f"sharpminima {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only mount, a vanished file system
+        out = getattr(args, "out", None) or getattr(args, "out_dir", None)
+        message = " ".join(_os_error(e, out).split())
+        print(f"sharpminima {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sharpminima {args.command}: interrupted; run it again to resume", file=sys.stderr)

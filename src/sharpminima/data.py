@@ -24,12 +24,15 @@ from .errors import UserError
 FORMAT = "sharpminima-dataset"
 FORMAT_VERSION = 1
 SPLITS = ("x_train", "y_train", "x_test", "y_test")
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+# The four IDX files as torchvision unpacks the official archives, by MD5 (the checksums that
+# torchvision itself checks are of the .gz archives, gone once unpacked).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_FILES = tuple(MNIST_MD5)
 
 
 @dataclass
@@ -82,6 +85,7 @@ def stream_dataset(
     digest = hashlib.sha256()
     with atomic_path(out) as tmp, open_h5(tmp, "w") as f:
         counts = {s: _write_split(f, s, splits[s], digest, name) for s in ("train", "test")}
+        digest.update(_meaning(num_classes, scale))
         f.attrs.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
@@ -178,6 +182,9 @@ def load_dataset(path: str | Path) -> Dataset:
             raise _fail(path, f"has {split} labels outside [0, {classes})")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         raise _fail(path, "has train and test inputs of different shapes")
+    meaning = _meaning(classes, attrs.get("scale", 1.0))
+    if content_digest(arrays, meaning) != attrs.get("content_sha256"):  # ~2 s a GB
+        raise _fail(path, "does not match its recorded content_sha256 (corrupted)")
     scale = float(attrs.get("scale", 1.0))
 
     def inputs(a: np.ndarray) -> torch.Tensor:
@@ -194,8 +201,29 @@ def load_dataset(path: str | Path) -> Dataset:
     )
 
 
+def _meaning(num_classes: int, scale: float) -> bytes:
+    """The attributes that change what the arrays mean, as hashed after them."""
+    return json.dumps({"num_classes": int(num_classes), "scale": float(scale)}).encode()
+
+
+def content_digest(arrays: dict[str, np.ndarray], meaning: bytes) -> str:
+    """The SHA-256 that `stream_dataset` records: each split's x then y as stored, then the
+    class count and input scale (a flipped byte there would change every input silently)."""
+    digest = hashlib.sha256()
+    for split in ("train", "test"):
+        for key in (f"x_{split}", f"y_{split}"):
+            digest.update(key.encode())
+            digest.update(np.ascontiguousarray(arrays[key]))  # no copy: the buffer itself
+    digest.update(meaning)
+    return digest.hexdigest()
+
+
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+    return _digest_file(path, "sha256")
+
+
+def _digest_file(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -223,6 +251,13 @@ def prepare_mnist(root: str | Path, out: str | Path, download: bool = True) -> N
         with contextlib.redirect_stdout(io.StringIO()):
             return MNIST(str(root), train=train, download=True)
 
+    for name, md5 in MNIST_MD5.items():  # before torchvision parses a damaged file
+        path = raw / name
+        if path.is_file() and _digest_file(path, "md5") != md5:
+            raise UserError(
+                f"MNIST file {path} is corrupted (truncated or altered: its MD5 is not the "
+                "official one): replace it with the original file, or delete it to download"
+            )
     try:
         train, test = load(True), load(False)
     except Exception as e:  # torchvision raises RuntimeError/URLError/OSError offline

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,10 @@ import numpy as np
 from .data import _sha256_file, stream_dataset
 from .errors import UserError
 from .frames import apply_cmvn, check_options, splice
+
+# What kaldiio raises on a truncated or damaged table: struct.error, a failed assert on a
+# header, RuntimeError on an unknown type, IndexError past the end, besides the usual ones.
+UNREADABLE = (OSError, ValueError, EOFError, struct.error, AssertionError, RuntimeError, IndexError)
 
 # "path", "path:offset" or "path:offset[slices]": the forms an scp value takes besides a pipe.
 SCP_VALUE = re.compile(r"^(?P<path>.*?)(?P<rest>:\d+(\[[^\]]*\])?)?$")
@@ -35,13 +40,29 @@ class KaldiSplit:
     ali: list[str] = field(default_factory=list)
 
 
-def _refuse_pipe(spec: str, where: str, allow: bool) -> None:
-    if spec.rstrip().endswith("|") and not allow:
+def runs_shell(value: str) -> bool:
+    """Whether kaldiio could hand `value` (an rspecifier's target or an scp entry) to a shell.
+
+    kaldiio's `open_like_kaldi` runs a command when a name, stripped of whitespace, starts or
+    ends with '|'. `load_mat` asks it about the whole entry ('cmd |', '| cmd') and, failing
+    that, about what is left once it cuts a '[slices]' suffix and a ':offset' ('cmd |:12',
+    'cmd |[0:3]', 'cmd|:12[0:3]'). Rather than mirror that parsing (and each future kaldiio's),
+    any '|' counts: it is the one character a command needs, and no Kaldi file name needs it.
+    """
+    return "|" in value
+
+
+def _refuse_pipe(value: str, where: str, allow: bool) -> None:
+    """Refuse a command unless allowed, and standard input ('-', with ':offset' or '[slices]'
+    as kaldiio cuts them) always: a job would wait on it forever."""
+    if runs_shell(value) and not allow:
         raise UserError(
-            f"{where} is a shell command ({spec.strip()!r}), which Kaldi would run: write the "
+            f"{where} is a shell command ({value.strip()!r}), which Kaldi would run: write the "
             "table to a file first (e.g. copy-feats … ark,scp:FILE.ark,FILE.scp), or pass "
             "--allow-pipes if you trust it"
         )
+    if re.sub(r"(:\d+)?(\[[^\]]*\])?$", "", value.strip()).strip() == "-":
+        raise UserError(f"{where} reads standard input ('-'): give the table's file instead")
 
 
 def _rspecifier(spec: str) -> tuple[str, str]:
@@ -64,7 +85,7 @@ def read_table(
     """
     kind, target = _rspecifier(spec)
     _refuse_pipe(target, spec, allow_pipes)
-    piped = target.rstrip().endswith("|")
+    piped = runs_shell(target)
     if not piped and not Path(target).is_file():
         raise UserError(f"Kaldi table {target} does not exist: check the path (or data_root)")
     try:
@@ -79,7 +100,7 @@ def read_table(
             yield from _read_scp(target, allow_pipes, kaldi_root)
     except UserError:
         raise
-    except (OSError, ValueError, EOFError, UnicodeDecodeError) as e:
+    except UNREADABLE as e:
         raise UserError(f"Kaldi table {target} is unreadable ({type(e).__name__}: {e})") from None
 
 
@@ -93,7 +114,7 @@ def _read_scp(
             utt, _, value = line.strip().partition(" ")
             value = value.strip()
             _refuse_pipe(value, f"{path} line {n}", allow_pipes)
-            if not value.endswith("|") and kaldi_root:
+            if not runs_shell(value) and kaldi_root:
                 m = SCP_VALUE.match(value)
                 value = str(Path(kaldi_root) / m["path"]) + (m["rest"] or "")
             yield utt, kaldiio.load_mat(value)
@@ -126,11 +147,29 @@ def _speaker_stats(
             f"--cmvn {cmvn} needs a data directory with cmvn.scp and utt2spk, and {feats} has "
             "none: run steps/compute_cmvn_stats.sh, or pass --cmvn none"
         )
-    utt2spk = dict(
-        line.split(maxsplit=1) for line in (folder / "utt2spk").read_text().splitlines() if line
-    )
     stats = dict(read_table(str(folder / "cmvn.scp"), allow_pipes, kaldi_root))
-    return {u: s.strip() for u, s in utt2spk.items()}, stats
+    return _utt2spk(folder / "utt2spk"), stats
+
+
+def _utt2spk(path: Path) -> dict[str, str]:
+    """'utterance speaker' per line, as Kaldi writes it; blank lines are skipped."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path} is not UTF-8 text (byte {e.start}): give Kaldi's utt2spk"
+        ) from None
+    utt2spk = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise UserError(
+                f"{path} line {n} has {len(fields)} fields, not 'utterance speaker': fix the line"
+            )
+        utt2spk[fields[0]] = fields[1]
+    return utt2spk
 
 
 @dataclass

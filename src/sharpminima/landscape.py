@@ -19,9 +19,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
 from .atomic import open_h5
-from .errors import UserError
+from .errors import UserError, require_finite
 from .store import Run
 from .training import device_name, evaluate, pick_device, versions
 
@@ -40,6 +41,7 @@ class LandscapeConfig:
     buffers: bool = True  # interpolate BatchNorm running statistics too (else keep x_SB's)
 
     def alphas(self) -> np.ndarray:
+        require_finite(self)
         if self.kind not in KINDS:
             raise UserError(f"unknown landscape kind {self.kind!r}: use 'linear' or 'curvilinear'")
         if self.points < 2 or self.stop <= self.start:
@@ -98,8 +100,12 @@ def landscape(
     cfg: LandscapeConfig,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    other_starts: bool = False,
 ) -> Path:
-    """Evaluate the curve between two runs of one trial and write it to `out` (HDF5)."""
+    """Evaluate the curve between two runs of one trial and write it to `out` (HDF5).
+
+    The runs must share x₀ (the paper's curves join minimizers reached from one start) unless
+    `other_starts` is set."""
     alphas = cfg.alphas()
     sb, lb = Run(sb_path), Run(lb_path)
     if sb.attrs["network"] != lb.attrs["network"]:
@@ -107,6 +113,13 @@ def landscape(
     same = ("dataset_sha256", "n_train")
     if any(sb.attrs[k] != lb.attrs[k] for k in same):
         raise UserError(f"{sb_path} and {lb_path} were trained on different data: pair one trial")
+    x0_sb, x0_lb = sb.state("init"), lb.state("init")
+    if not other_starts and any(not torch.equal(v, x0_lb[k]) for k, v in x0_sb.items()):
+        raise UserError(
+            f"{sb_path} and {lb_path} start from different initial points (seeds "
+            f"{sb.attrs['seed']} and {lb.attrs['seed']}): pair the SB and LB runs of one "
+            "trial, or pass --other-starts to compare them anyway"
+        )
     data = sb.data()
     dev = pick_device(device)
     model = sb.architecture().to(dev)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from .errors import UserError
+from .errors import UserError, require_finite
 from .lbfgsb import minimize_in_box
 from .models import evaluation
 from .store import Run
@@ -47,6 +47,7 @@ class SharpnessConfig:
     ftol: float = 0.0
 
     def check(self) -> None:
+        require_finite(self)
         if self.space not in SPACES:
             raise UserError(f"unknown space {self.space!r}: use 'full' or 'random'")
         if self.start not in STARTS:

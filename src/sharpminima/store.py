@@ -6,6 +6,7 @@ layout lives here alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,9 +27,28 @@ FORMAT_VERSION = 1
 StateDict = Mapping[str, torch.Tensor]
 
 
+def _digest(arrays: Iterable[tuple[str, np.ndarray]]) -> str:
+    """SHA-256 over named arrays, by name: what a group's `sha256` attribute holds, so that a
+    flipped byte in a stored weight or history value is found, not used."""
+    digest = hashlib.sha256()
+    for name, array in sorted(arrays, key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(array))
+    return digest.hexdigest()
+
+
+def _attrs_digest(attrs: h5py.AttributeManager) -> str:
+    """SHA-256 of the run's attributes (its settings), decoded, as sorted JSON."""
+    decoded = {k: _decode(v) for k, v in attrs.items() if k != "attrs_sha256"}
+    text = json.dumps(decoded, sort_keys=True, default=str)  # str: whatever a file holds
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _write_state(group: h5py.Group, state: StateDict) -> None:
-    for key, tensor in state.items():
-        group.create_dataset(key, data=tensor.detach().cpu().numpy())
+    arrays = [(key, tensor.detach().cpu().numpy()) for key, tensor in state.items()]
+    for key, array in arrays:
+        group.create_dataset(key, data=array)
+    group.attrs["sha256"] = _digest(arrays)
 
 
 def write_run(
@@ -53,10 +73,13 @@ def write_run(
         _write_state(f.create_group("final"), final)
         hist = f.create_group("history")
         hist.attrs["columns"] = json.dumps(list(history.columns))
-        for column in history.columns:
-            hist.create_dataset(column, data=history[column].to_numpy())
+        columns = [(column, history[column].to_numpy()) for column in history.columns]
+        for column, values in columns:
+            hist.create_dataset(column, data=values)
+        hist.attrs["sha256"] = _digest(columns)
         if val_index is not None:
             f.create_dataset("split/val_index", data=np.asarray(val_index, dtype=np.int64))
+        f.attrs["attrs_sha256"] = _attrs_digest(f.attrs)
 
 
 class Run:
@@ -68,17 +91,27 @@ class Run:
             with open_h5(self.path, "r") as f:
                 if f.attrs.get("format") != FORMAT:
                     raise UserError(f"{self.path} is not a {FORMAT} file: pass a training run")
+                self._check(f.attrs, _attrs_digest(f.attrs), "attrs_sha256", "its settings")
                 self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
                 self.epochs = sorted(int(k) for k in f["iterates"])
                 hist = f["history"]
-                columns = json.loads(hist.attrs["columns"])
-                self.history = pd.DataFrame({k: hist[k][()] for k in columns})
+                columns = [(k, hist[k][()]) for k in json.loads(hist.attrs["columns"])]
+                self._check(hist.attrs, _digest(columns), "sha256", "its history")
+                self.history = pd.DataFrame(dict(columns))
                 self.val_index = f["split/val_index"][()] if "split/val_index" in f else None
-        except (OSError, KeyError) as e:
-            raise UserError(
-                f"run file {self.path} is unreadable (truncated or corrupted? {e}): "
-                "delete it and train again"
-            ) from None
+        except (OSError, KeyError, ValueError) as e:  # ValueError: damaged JSON
+            raise self._unreadable(e) from None
+
+    def _unreadable(self, problem: object) -> UserError:
+        return UserError(
+            f"run file {self.path} is unreadable (truncated or corrupted? {problem}): "
+            "delete it and train again"
+        )
+
+    def _check(self, attrs: h5py.AttributeManager, digest: str, key: str, what: str) -> None:
+        """Compare with the recorded checksum (absent in runs written before it existed)."""
+        if key in attrs and _decode(attrs[key]) != digest:
+            raise self._unreadable(f"{what} do not match their recorded checksum")
 
     def _group(self, which: str | int) -> str:
         if which in ("init", "final"):
@@ -92,9 +125,14 @@ class Run:
 
     def state(self, which: str | int = "final") -> dict[str, torch.Tensor]:
         """The full model state (weights and BatchNorm buffers): 'init', 'final' or an epoch."""
-        with open_h5(self.path, "r") as f:
-            group = f[self._group(which)]
-            return {k: torch.from_numpy(np.asarray(group[k][()])) for k in group}
+        try:
+            with open_h5(self.path, "r") as f:
+                group = f[self._group(which)]
+                arrays = [(k, np.asarray(group[k][()])) for k in group]
+                self._check(group.attrs, _digest(arrays), "sha256", f"iterate {which}'s weights")
+        except (OSError, KeyError) as e:
+            raise self._unreadable(e) from None
+        return {k: torch.from_numpy(a) for k, a in arrays}
 
     @property
     def label(self) -> str:

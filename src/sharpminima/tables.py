@@ -125,11 +125,11 @@ def markdown(summary: pd.DataFrame, table: int) -> str:
         lines.append(f"| {network} | " + " | ".join(cells) + " |")
     pairs = part[["network", "dataset"]].drop_duplicates().itertuples(index=False)
     datasets = ", ".join(f"{n} on {d}" for n, d in pairs)
+    brackets = "; in brackets the L-BFGS-B iterations taken" if table != 2 else ""
     lines += [
         "",
         f"Ours ({datasets}): mean ± std over trials; in parentheses the paper's value and "
-        "ours/paper (only where the network was trained on the paper's dataset); in brackets "
-        "the L-BFGS-B iterations taken.",
+        f"ours/paper (only where the network was trained on the paper's dataset){brackets}.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import os
 import platform
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from . import __version__, remedies
 from .atomic import atomic_path
 from .data import Dataset, load_dataset
-from .errors import UserError
+from .errors import UserError, require_finite
 from .models import build, check_fits, evaluation
 from .store import Run, write_run
 
@@ -70,6 +71,9 @@ class TrainConfig:
     stability_sigma: float = 0.04  # σ of its Gaussian input perturbation
 
     def check(self) -> None:
+        require_finite(self)
+        if self.lr is not None and self.lr <= 0:
+            raise UserError(f"lr must be positive, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
             choices = ", ".join(OPTIMIZERS)
             raise UserError(f"unknown optimizer {self.optimizer!r}: use one of {choices}")
@@ -259,6 +263,8 @@ class Trainer:
         train_idx, self.val_idx = split_train_val(len(data.x_train), cfg)
         self.n_train = len(train_idx)
         self.batch = resolve_count(cfg.batch_size, self.n_train, "batch size")
+        if self.batch < 2:  # every network normalizes its batches (docs/models.md)
+            raise UserError("batch size 1 cannot train a network with BatchNorm: use at least 2")
         self.x = data.x_train[train_idx].to(device)
         self.y = data.y_train[train_idx].to(device)
         self.eval_sets = {"train": (self.x, self.y)}
@@ -367,8 +373,12 @@ class Trainer:
 
 
 def _save(obj: object, path: Path) -> None:
+    """torch.save through memory: a full disk then raises OSError(ENOSPC), not a RuntimeError
+    from deep inside PyTorch's zip writer."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -387,6 +397,16 @@ def _load_checkpoint(work: Path, trainer: Trainer) -> dict | None:
     if ckpt.get("identity") != trainer.identity():
         trainer.log(f"checkpoint in {work} is for other settings or data; starting afresh")
         return None
+    # The run file needs every kept iterate up to the checkpoint; one damaged on disk cannot
+    # be remade from the one checkpoint kept, so the run starts again (exact, if slower).
+    for path in sorted(work.glob("epoch_*.pt")):
+        if int(path.stem.split("_")[1]) > ckpt["epoch"]:
+            continue  # written just before a kill; trained again, and overwritten
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a damaged zip raises many kinds
+            trainer.log(f"ignoring {work}: {path.name} is unreadable ({e}); starting afresh")
+            return None
     return ckpt
 
 

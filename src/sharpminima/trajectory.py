@@ -54,6 +54,10 @@ def trajectory(
     if not bns or set(bns) - {"batch", "running"}:
         raise UserError(f"BatchNorm modes must be batch and/or running, got {bns}")
     runs = [Run(p) for p in run_paths]
+    for key in ("network", "dataset_sha256"):
+        if len({r.attrs[key] for r in runs}) > 1:
+            found = ", ".join(f"{r.path}: {str(r.attrs[key])[:12]}" for r in runs)
+            raise UserError(f"the runs differ in {key} ({found}): give runs of one study")
     work = Path(out).with_name(Path(out).name + ".partial")
     identity = {
         "runs": [[str(r.path), r.attrs["finished"]] for r in runs],  # a retrained run differs
@@ -69,8 +73,9 @@ def trajectory(
         data = None  # loaded once per run, and only if a point of it is still missing
         for bn, epoch in ((bn, e) for bn in bns for e in epochs(run, every)):
             cached, i = work / f"{i:04d}.json", i + 1
-            if cached.exists():
-                rows.append(json.loads(cached.read_text()))
+            point = _cached(cached, log)
+            if point is not None:
+                rows.append(point)
                 continue
             log(f"point {i}/{total}: {run.path} epoch {epoch}, BatchNorm {bn}")
             if data is None:
@@ -94,10 +99,29 @@ def finish(out: str | Path) -> None:
     shutil.rmtree(Path(out).with_name(Path(out).name + ".partial"), ignore_errors=True)
 
 
+def _read_json(path: Path) -> object:
+    """A JSON file's content, or None when it is missing or damaged."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # ValueError: bad JSON, and bad UTF-8
+        return None
+
+
+def _cached(path: Path, log: Callable[[str], None]) -> dict | None:
+    """A finished point, or None: missing, or damaged (then removed and computed again)."""
+    point = _read_json(path)
+    if isinstance(point, dict) and isinstance(point.get("phi"), float):
+        return point
+    if path.exists():
+        log(f"{path} is damaged; computing that point again")
+        path.unlink()
+    return None
+
+
 def _prepare(work: Path, identity: dict, log: Callable[[str], None]) -> None:
     """Keep the points cached in `work` only if they were computed with these settings."""
     marker = work / "settings.json"
-    if marker.exists() and json.loads(marker.read_text()) == identity:
+    if _read_json(marker) == identity:
         log(f"resuming from {work}: {len(list(work.glob('[0-9]*.json')))} points done")
         return
     shutil.rmtree(work, ignore_errors=True)

@@ -1,4 +1,5 @@
 # Shared helpers: config validation, path patterns and per-rule parameters.
+import math
 import os
 import re
 import shlex
@@ -32,6 +33,25 @@ def check_config(data, schema, where="", fill=True):
         validate(data, schema=str(path))
 
 
+def check_finite(data, where=""):
+    """nan and ±inf pass the schema's bounds (every comparison with them is false) and would
+    fail jobs hours later: stop on them now, naming the key."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            check_finite(value, f"{where}.{key}".strip("."))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            check_finite(value, f"{where}.{i}")
+    elif isinstance(data, float) and not math.isfinite(data):
+        sys.exit(f"config: {where}: {data} is not a finite number: give one")
+
+
+check_finite(config)
+if "study" not in config:
+    sys.exit(
+        "config: study is missing: name this study's results tree (e.g. study: mine, for "
+        "results/mine/ and logs/mine/), so that it never replaces another study's runs"
+    )
 check_config(config, "config.schema.yaml")
 check_config(config["training"], "training.schema.yaml", "training")
 
@@ -53,6 +73,15 @@ for _net, _entry in config["networks"].items():
         )
 
 TRAINING = {net: training_config(net) for net in config["networks"]}
+
+# Each study (config.yaml's, each preset's) has its own results/<study>/ and logs/<study>/, so
+# running one preset never replaces another's runs (docs/workflow.md).
+STUDY = config["study"]
+
+
+def study_paths(pattern, **wildcards):
+    """`expand` of a path pattern within this study's tree."""
+    return expand(pattern, study=STUDY, **wildcards)
 
 
 def experiment_networks(name):
@@ -164,7 +193,7 @@ def warm_source(wildcards):
     warm = REGIMES[wildcards.regime]["warm"]
     if not warm:
         return []
-    return expand(
+    return study_paths(
         rules.train.output.run,
         network=wildcards.network,
         regime=warm[0],
@@ -223,7 +252,7 @@ def dataset_code(wildcards):
 
 
 def run_dataset(wildcards):
-    return expand(
+    return study_paths(
         rules.prepare_dataset.output.h5,
         dataset=config["networks"][wildcards.network]["dataset"],
     )
@@ -239,7 +268,7 @@ def sharpness_options():
 
 def all_sharpness():
     """The default sharpness jobs: the config's BatchNorm mode and start point."""
-    return expand(
+    return study_paths(
         rules.sharpness.output.json,
         network=config["networks"],
         regime=config["regimes"],
@@ -254,7 +283,7 @@ def all_sharpness():
 def sensitivity_inputs(wildcards):
     """Every BatchNorm mode × start × ε × space on the trials of the sensitivity report."""
     s = config["sensitivity"]
-    return expand(
+    return study_paths(
         rules.sharpness.output.json,
         network=wildcards.network,
         regime=config["regimes"],
@@ -274,17 +303,13 @@ def table_outputs():
     """Each table as CSV (in the report, one entry per table) and Markdown."""
     entry = report  # a line that starts with `report` is read as the report: directive
     caption, category = "../report/tables.rst", "Tables 2-4"
+    csv = study_paths("results/{study}/tables/table{n}.csv", n=TABLES)
+    labels = [{"table": n} for n in TABLES]
     csv = [
-        entry(
-            f"results/tables/table{n}.csv",
-            caption,
-            category,
-            "all networks",
-            {"table": n},
-        )
-        for n in TABLES
+        entry(path, caption, category, "all networks", lab)
+        for path, lab in zip(csv, labels)
     ]
-    return csv + expand("results/tables/table{n}.md", n=TABLES)
+    return csv + study_paths("results/{study}/tables/table{n}.md", n=TABLES)
 
 
 def landscape_options():
@@ -297,7 +322,7 @@ def landscape_options():
 
 def landscape_run(wildcards, end):
     """The run at α = end (0: first of landscape_regimes, 1: second) of this trial."""
-    return expand(
+    return study_paths(
         rules.train.output.run,
         network=wildcards.network,
         regime=config["landscape_regimes"][end],
@@ -306,7 +331,7 @@ def landscape_run(wildcards, end):
 
 
 def all_figures():
-    return expand(
+    return study_paths(
         rules.figure_parametric.output.png,
         network=config["networks"],
         seed=config["landscape"]["trials"],
@@ -315,7 +340,7 @@ def all_figures():
 
 
 def all_runs():
-    return expand(
+    return study_paths(
         rules.train.output.run,
         network=config["networks"],
         regime=config["regimes"],
@@ -348,7 +373,7 @@ EXPERIMENTS = {
 
 def pair_runs(wildcards, end):
     """Every trial's run of the first (0) or second (1) of landscape_regimes."""
-    return expand(
+    return study_paths(
         rules.train.output.run,
         network=wildcards.network,
         regime=config["landscape_regimes"][end],
@@ -368,7 +393,7 @@ def direction_phi(wildcards):
 
 def phi_files(network, regimes, seeds, eps):
     """The full-space φ (the config's BatchNorm mode and start) of these runs."""
-    return expand(
+    return study_paths(
         rules.sharpness.output.json,
         network=network,
         regime=regimes,
@@ -382,7 +407,7 @@ def phi_files(network, regimes, seeds, eps):
 
 def trajectory_runs(wildcards):
     """The SB and LB runs of the trials Figure 6 follows."""
-    return expand(
+    return study_paths(
         rules.train.output.run,
         network=wildcards.network,
         seed=config["trajectory"]["trials"],
@@ -395,7 +420,7 @@ def sweep_seeds():
 
 
 def sweep_runs(wildcards):
-    return expand(
+    return study_paths(
         rules.train.output.run,
         network=wildcards.network,
         regime=list(SWEEP.values()),
@@ -411,7 +436,7 @@ def sweep_phi(wildcards):
 def warm_runs(wildcards, which):
     """The SB source runs ('sb') or the warm-started LB runs ('lb') of Figure 5."""
     source, epochs = WARM
-    return expand(
+    return study_paths(
         rules.train.output.run,
         network=wildcards.network,
         regime=[source] if which == "sb" else list(epochs.values()),
@@ -440,7 +465,7 @@ def remedy_seeds():
 
 
 def remedy_runs(wildcards):
-    return expand(
+    return study_paths(
         rules.train.output.run,
         network=wildcards.network,
         regime=remedy_run_regimes(wildcards.network),
@@ -462,9 +487,11 @@ def experiment_outputs():
             continue
         measure, figure = EXPERIMENTS[name]
         networks = experiment_networks(name)
-        outputs += expand(rules.measure.output.csv, network=networks, measure=measure)
+        outputs += study_paths(
+            rules.measure.output.csv, network=networks, measure=measure
+        )
         if figure:
-            outputs += expand(
+            outputs += study_paths(
                 rules.figure_experiment.output.png, network=networks, figure=figure
             )
     return outputs

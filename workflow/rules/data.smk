@@ -5,9 +5,9 @@ rule prepare_dataset:
     input:
         code=dataset_code,
     output:
-        h5="results/data/{dataset}.h5",
+        h5="results/{study}/data/{dataset}.h5",
     log:
-        "logs/prepare/{dataset}.log",
+        "logs/{study}/prepare/{dataset}.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: 1

@@ -11,9 +11,9 @@ rule measure:
         lb=lambda wc: pair_runs(wc, 1),
         code=src("data", "models", "store", "experiments"),
     output:
-        csv="results/experiments/{network}/{measure}.csv",
+        csv="results/{study}/experiments/{network}/{measure}.csv",
     log:
-        "logs/experiments/{network}/{measure}.log",
+        "logs/{study}/experiments/{network}/{measure}.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: 1
@@ -31,9 +31,9 @@ rule directions:
         phi=direction_phi,
         code=src("data", "models", "store", "training", "sharpness", "experiments"),
     output:
-        csv="results/experiments/{network}/directions.csv",
+        csv="results/{study}/experiments/{network}/directions.csv",
     log:
-        "logs/experiments/{network}/directions.log",
+        "logs/{study}/experiments/{network}/directions.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: config["sharpness_threads"]
@@ -53,9 +53,9 @@ rule trajectory:
         runs=trajectory_runs,
         code=src("data", "models", "store", "training", "sharpness", "trajectory"),
     output:
-        csv="results/experiments/{network}/trajectory.csv",
+        csv="results/{study}/experiments/{network}/trajectory.csv",
     log:
-        "logs/experiments/{network}/trajectory.log",
+        "logs/{study}/experiments/{network}/trajectory.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: config["sharpness_threads"]
@@ -85,9 +85,9 @@ rule measure_sweep:
         phi=sweep_phi,
         code=src("data", "models", "store", "experiments"),
     output:
-        csv="results/experiments/{network}/sweep.csv",
+        csv="results/{study}/experiments/{network}/sweep.csv",
     log:
-        "logs/experiments/{network}/sweep.log",
+        "logs/{study}/experiments/{network}/sweep.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: 1
@@ -106,9 +106,9 @@ rule measure_warmstart:
         phi=warm_phi,
         code=src("data", "models", "store", "experiments"),
     output:
-        csv="results/experiments/{network}/warmstart.csv",
+        csv="results/{study}/experiments/{network}/warmstart.csv",
     log:
-        "logs/experiments/{network}/warmstart.log",
+        "logs/{study}/experiments/{network}/warmstart.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: 1
@@ -126,10 +126,10 @@ rule measure_remedies:
         phi=remedy_phi,
         code=src("data", "models", "store", "experiments"),
     output:
-        csv="results/experiments/{network}/remedies.csv",
-        md="results/experiments/{network}/remedies.md",
+        csv="results/{study}/experiments/{network}/remedies.csv",
+        md="results/{study}/experiments/{network}/remedies.md",
     log:
-        "logs/experiments/{network}/remedies.log",
+        "logs/{study}/experiments/{network}/remedies.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: 1
@@ -143,7 +143,7 @@ rule measure_remedies:
 
 rule figure_experiment:
     input:
-        csv=lambda wc: expand(
+        csv=lambda wc: study_paths(
             rules.measure.output.csv,
             network=wc.network,
             measure=EXPERIMENT_FIGURES[wc.figure][0],
@@ -151,15 +151,15 @@ rule figure_experiment:
         code=src("experiments", "figures"),
     output:
         png=report(
-            "results/figures/{network}/{figure}.png",
+            "results/{study}/figures/{network}/{figure}.png",
             caption="../report/experiments.rst",
             category="Further experiments",
             subcategory="{network}",
             labels={"network": "{network}", "figure": "{figure}"},
         ),
-        pdf="results/figures/{network}/{figure}.pdf",
+        pdf="results/{study}/figures/{network}/{figure}.pdf",
     log:
-        "logs/figures/{network}/{figure}.log",
+        "logs/{study}/figures/{network}/{figure}.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: 1

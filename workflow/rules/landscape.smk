@@ -7,9 +7,9 @@ rule landscape:
         lb=lambda wc: landscape_run(wc, 1),
         code=src("data", "models", "store", "training", "landscape"),
     output:
-        h5="results/landscape/{network}/seed{seed}/{kind}.h5",
+        h5="results/{study}/landscape/{network}/seed{seed}/{kind}.h5",
     log:
-        "logs/landscape/{network}/seed{seed}/{kind}.log",
+        "logs/{study}/landscape/{network}/seed{seed}/{kind}.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: config["sharpness_threads"]
@@ -30,15 +30,15 @@ rule figure_parametric:
         code=src("landscape", "figures"),
     output:
         png=report(
-            "results/figures/{network}/seed{seed}/{kind}.png",
+            "results/{study}/figures/{network}/seed{seed}/{kind}.png",
             caption="../report/parametric.rst",
             category="Figures 3 and 7: parametric plots",
             subcategory="{network}",
             labels={"network": "{network}", "trial": "{seed}", "curve": "{kind}"},
         ),
-        pdf="results/figures/{network}/seed{seed}/{kind}.pdf",
+        pdf="results/{study}/figures/{network}/seed{seed}/{kind}.pdf",
     log:
-        "logs/figures/{network}/seed{seed}/{kind}.log",
+        "logs/{study}/figures/{network}/seed{seed}/{kind}.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: 1

@@ -8,11 +8,11 @@ rule sharpness:
         run=rules.train.output.run,
         code=src("data", "models", "store", "training", "sharpness"),
     output:
-        json="results/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.json",
+        json="results/{study}/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.json",
     log:
-        "logs/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.log",
+        "logs/{study}/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.log",
     benchmark:
-        "results/benchmarks/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.tsv"
+        "results/{study}/benchmarks/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.tsv"
     conda:
         "../../envs/sharpminima.yaml"
     threads: config["sharpness_threads"]
@@ -35,18 +35,18 @@ rule sensitivity:
         sharpness=sensitivity_inputs,
         code=src("sensitivity", "figures"),
     output:
-        csv="results/sensitivity/{network}/sensitivity.csv",
-        md="results/sensitivity/{network}/sensitivity.md",
+        csv="results/{study}/sensitivity/{network}/sensitivity.csv",
+        md="results/{study}/sensitivity/{network}/sensitivity.md",
         png=report(
-            "results/sensitivity/{network}/sensitivity.png",
+            "results/{study}/sensitivity/{network}/sensitivity.png",
             caption="../report/sensitivity.rst",
             category="Sharpness sensitivity",
             subcategory="{network}",
             labels={"network": "{network}"},
         ),
-        pdf="results/sensitivity/{network}/sensitivity.pdf",
+        pdf="results/{study}/sensitivity/{network}/sensitivity.pdf",
     log:
-        "logs/sensitivity/{network}.log",
+        "logs/{study}/sensitivity/{network}.log",
     conda:
         "../../envs/sharpminima.yaml"
     threads: 1
@@ -56,5 +56,5 @@ rule sensitivity:
     params:
         style=cli_args(config["figures"]),
     shell:
-        "sharpminima sensitivity {input.sharpness} --out-dir results/sensitivity/{wildcards.network} "
+        "sharpminima sensitivity {input.sharpness} --out-dir results/{wildcards.study}/sensitivity/{wildcards.network} "
         "{params.style} > {log} 2>&1"

@@ -9,13 +9,15 @@ rule tables:
     output:
         table_outputs(),
     log:
-        "logs/tables.log",
+        study_paths("logs/{study}/tables.log"),
     conda:
         "../../envs/sharpminima.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "sharpminima tables --runs {input.runs} --sharpness {input.sharpness} "
-        "--out-dir results/tables > {log} 2>&1"
+        "--out-dir {params.out_dir} > {log} 2>&1"

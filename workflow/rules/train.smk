@@ -9,11 +9,11 @@ rule train:
         warm=warm_source,
         code=src("data", "models", "store", "training", "remedies"),
     output:
-        run="results/runs/{network}/{regime}/seed{seed}.h5",
+        run="results/{study}/runs/{network}/{regime}/seed{seed}.h5",
     log:
-        "logs/train/{network}/{regime}/seed{seed}.log",
+        "logs/{study}/train/{network}/{regime}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/train/{network}/{regime}/seed{seed}.tsv"
+        "results/{study}/benchmarks/train/{network}/{regime}/seed{seed}.tsv"
     conda:
         "../../envs/sharpminima.yaml"
     threads: config["train_threads"]
