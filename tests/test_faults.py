@@ -6,6 +6,7 @@ The Kaldi cases are in test_faults_kaldi.py."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ import torch
 
 from sharpminima.data import load_dataset, make_synthetic
 from sharpminima.errors import UserError
+from sharpminima.landscape import read_landscape
 from sharpminima.store import Run
 from sharpminima.training import TrainConfig, train
 from sharpminima.trajectory import trajectory
@@ -452,3 +454,57 @@ def test_fuzzed_config_files_never_end_in_a_traceback(tmp_path):
             ours = out.strip().startswith("config: ") and len(out.strip().splitlines()) == 1
             snakemakes = out.startswith("WorkflowError:\nConfig file ")  # YAML it cannot read
             assert ours or snakemakes, out
+
+
+# --- kills of the measuring stages -----------------------------------------------------
+def _kill_when(args: list, ready, log: Path, timeout: float = 120) -> bool:
+    """Start `sharpminima ARGS` (stderr to `log`), SIGKILL it once `ready()` holds; whether
+    it was still running then."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sharpminima", *map(str, args)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    running = proc.poll() is None
+    proc.kill()
+    proc.wait()
+    return running
+
+
+@pytest.mark.parametrize("stage", ["landscape", "trajectory", "sharpness"])
+def test_a_killed_measurement_reruns_to_the_same_result(trials, tmp_path, stage):
+    """SIGKILL mid-work (landscape: once its first point is cached; trajectory: after its
+    first φ; sharpness: after its first L-BFGS-B iteration), then the same command: the result
+    equals a whole run's, and nothing stood at the output path in between."""
+    sb, lb = trials["SB"][0], trials["LB"][0]
+    args, ext = {
+        "landscape": (["landscape", "--sb", sb, "--lb", lb, "--points", 9], ".h5"),
+        "trajectory": (["trajectory", "--runs", sb, "--iters", 2, "--chunk", 200], ".csv"),
+        "sharpness": (["sharpness", lb, "--iters", 5, "--chunk", 200], ".json"),
+    }[stage]
+    ref, out = tmp_path / f"ref{ext}", tmp_path / f"out{ext}"
+    cli(*args, "--out", ref)
+    partial, log = tmp_path / f"out{ext}.partial", tmp_path / "log"
+    ready = {
+        "landscape": lambda: "α = " in log.read_text(),
+        "trajectory": lambda: (partial / "0000.json").exists(),
+        "sharpness": lambda: "iteration 1/" in log.read_text(),
+    }[stage]
+    assert _kill_when([*args, "--out", out], ready, log), "finished before the kill"
+    nothing_at(out)
+    cli(*args, "--out", out)
+    if stage == "landscape":
+        for key, value in read_landscape(ref)[1].items():
+            assert np.array_equal(value, read_landscape(out)[1][key]), key
+    elif stage == "trajectory":
+        a, b = pd.read_csv(ref), pd.read_csv(out)
+        pd.testing.assert_frame_equal(a.drop(columns=["seconds"]), b.drop(columns=["seconds"]))
+    else:
+        a, b = json.loads(ref.read_text()), json.loads(out.read_text())
+        assert {k: a[k] for k in ("phi", "f_x", "f_max", "nit", "nfev")} == {
+            k: b[k] for k in ("phi", "f_x", "f_max", "nit", "nfev")
+        }
