@@ -36,7 +36,6 @@ from sharpminima.training import TrainConfig, device_name, pick_device, train
 
 SHAPES = {"F1": (1, 28, 28), "C1": (3, 32, 32)}
 REGIMES = {"SB": 256, "LB": 0.1}
-SB_BATCH = 256
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
@@ -105,17 +104,17 @@ def resume_check(network: str, data: Path, epochs: int, device: torch.device, tm
     proc.wait()
     subprocess.run(_child(network, str(data), epochs, str(cut), str(device)), check=True)
     a, b = Run(ref), Run(cut)
-    groups = ["init", "final", *range(1, epochs + 1)]
-    same = all(
-        torch.equal(a.state(g)[k], b.state(g)[k]) for g in groups for k in a.state(g)
-    ) and all(a.history[m].equals(b.history[m]) for m in METRICS)
+    pairs = ((a.state(g), b.state(g)) for g in ["init", "final", *range(1, epochs + 1)])
+    same = all(torch.equal(x[k], y[k]) for x, y in pairs for k in x) and all(
+        a.history[m].equals(b.history[m]) for m in METRICS
+    )
     return ("yes" if same else "NO") + ("" if killed else " (finished before the kill)")
 
 
 def child(network: str, data: str, epochs: int, out: str, device: str) -> None:
     """One SB run (C1 with augmentation), resumed from `out`.partial if there."""
     cfg = TrainConfig(
-        network, batch_size=SB_BATCH, stop="fixed", max_epochs=epochs, augment=network == "C1"
+        network, batch_size=REGIMES["SB"], stop="fixed", max_epochs=epochs, augment=network == "C1"
     )
     train(cfg, data, out, device=device, log=_quiet)
 

@@ -45,6 +45,16 @@ def assert_ends_in_one_line(proc: subprocess.CompletedProcess, *words: str) -> N
         assert word in lines[-1], lines[-1]
 
 
+def assert_same_states(a: Path, b: Path, groups) -> None:
+    """The stored states `groups` of two run files are bitwise equal (each read once)."""
+    ra, rb = Run(a), Run(b)
+    for group in groups:
+        x, y = ra.state(group), rb.state(group)
+        assert x.keys() == y.keys(), group
+        for key, value in x.items():
+            assert torch.equal(value, y[key]), (group, key)
+
+
 def nothing_at(out: Path) -> None:
     assert not out.exists(), out
     assert not list(out.parent.glob(f".{out.name}.tmp-*")), "a temporary was left behind"
@@ -162,10 +172,7 @@ def test_a_full_disk_at_the_final_write_keeps_the_work_and_resumes_bitwise(mnist
         remount(disk, "size=200m")
         again = cli("train", *TRAIN, "--data", mnist_like, "--out", out)
         assert "resuming" in again.stderr
-        a, b = Run(ref), Run(out)
-        for group in ("init", 1, "final"):
-            for key, value in a.state(group).items():
-                assert torch.equal(value, b.state(group)[key]), (group, key)
+        assert_same_states(ref, out, ("init", 1, "final"))
         assert not (disk / "run.h5.partial").exists()
 
 
@@ -209,9 +216,7 @@ def test_a_damaged_iterate_in_the_work_folder_restarts_the_run(mnist_like, tmp_p
     lines: list[str] = []
     train(cfg, mnist_like, out, log=lines.append)
     assert any("epoch_00001.pt is unreadable" in line and "afresh" in line for line in lines)
-    for group in ("init", 1, 2, "final"):
-        for key, value in Run(ref).state(group).items():
-            assert torch.equal(value, Run(out).state(group)[key]), (group, key)
+    assert_same_states(ref, out, ("init", 1, 2, "final"))
 
 
 @pytest.mark.parametrize("damage", [b"", b'{"phi": 1', b"\xff\xfe\x00", b'{"phi": "x"}'])
@@ -376,8 +381,7 @@ def test_after_kill_9_of_snakemake_the_readme_command_recovers(tmp_path):
     snakemake(work, "--unlock", "--configfile", SMOKE)
     done = snakemake(work, target, *PROFILE, "--configfile", SMOKE)
     assert "resuming" in (work / "logs/smoke/train/F1/SB/seed0.log").read_text(), done.stderr
-    for key, value in Run(ref / target).state("final").items():
-        assert torch.equal(value, Run(work / target).state("final")[key]), key
+    assert_same_states(ref / target, work / target, ("final",))
 
 
 PROFILE = ("--workflow-profile", REPO / "workflow" / "profiles" / "default")

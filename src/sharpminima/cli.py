@@ -503,13 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "out_dir", None):
             check_writable(args.out_dir, folder=True)
         args.func(args)
-    except UserError as e:
-        message = " ".join(str(e).split())  # one line, whatever a library put in the text
-        print(f"sharpminima {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a full disk, a read-only mount, a vanished file system
+    except (UserError, OSError) as e:  # OSError: a full disk, a read-only mount, …
         out = getattr(args, "out", None) or getattr(args, "out_dir", None)
-        message = " ".join(_os_error(e, out).split())
+        message = str(e) if isinstance(e, UserError) else _os_error(e, out)
+        message = " ".join(message.split())  # one line, whatever a library put in the text
         print(f"sharpminima {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

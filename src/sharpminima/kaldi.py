@@ -27,8 +27,9 @@ from .frames import apply_cmvn, check_options, splice
 # header, RuntimeError on an unknown type, IndexError past the end, besides the usual ones.
 UNREADABLE = (OSError, ValueError, EOFError, struct.error, AssertionError, RuntimeError, IndexError)
 
-# "path", "path:offset" or "path:offset[slices]": the forms an scp value takes besides a pipe.
-SCP_VALUE = re.compile(r"^(?P<path>.*?)(?P<rest>:\d+(\[[^\]]*\])?)?$")
+# "path", "path:offset", "path[slices]" or "path:offset[slices]": an scp value's file part, as
+# kaldiio cuts it, and the rest.
+SCP_VALUE = re.compile(r"^(?P<path>.*?)(?P<rest>(:\d+)?(\[[^\]]*\])?)$")
 
 
 @dataclass
@@ -61,7 +62,7 @@ def _refuse_pipe(value: str, where: str, allow: bool) -> None:
             "table to a file first (e.g. copy-feats … ark,scp:FILE.ark,FILE.scp), or pass "
             "--allow-pipes if you trust it"
         )
-    if re.sub(r"(:\d+)?(\[[^\]]*\])?$", "", value.strip()).strip() == "-":
+    if SCP_VALUE.match(value.strip())["path"].strip() == "-":
         raise UserError(f"{where} reads standard input ('-'): give the table's file instead")
 
 
@@ -116,7 +117,7 @@ def _read_scp(
             _refuse_pipe(value, f"{path} line {n}", allow_pipes)
             if not runs_shell(value) and kaldi_root:
                 m = SCP_VALUE.match(value)
-                value = str(Path(kaldi_root) / m["path"]) + (m["rest"] or "")
+                value = str(Path(kaldi_root) / m["path"]) + m["rest"]
             yield utt, kaldiio.load_mat(value)
 
 
