@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster with accounting, on loopback, everything under one folder.
+# A single-node SLURM cluster on loopback, everything under one folder.
 #
 #   tests/slurm/cluster.sh install     # Debian's packages, if any daemon is missing
-#   tests/slurm/cluster.sh start DIR   # munged, mariadbd, slurmdbd, slurmctld, slurmd
+#   tests/slurm/cluster.sh start DIR   # munged, slurmctld, slurmd
 #   tests/slurm/cluster.sh stop DIR    # stops exactly the daemons `start` recorded in DIR/pids
 #   tests/slurm/cluster.sh env DIR     # prints `export SLURM_CONF=...` for sbatch, sacct, ...
 #
-# Needs root and Debian's slurm-wlm, slurmdbd, munge and mariadb-server. The node advertises one
-# GPU as a GRES backed by /dev/null, so GPU requests (--gres/--gpus) go through SLURM's real
-# scheduling path on a machine without one.
+# Needs root and Debian's slurm-wlm and munge. The node advertises one GPU as a GRES backed by
+# /dev/null, so GPU requests (--gres/--gpus) go through SLURM's real scheduling path on a machine
+# without one.
+#
+# No accounting (slurmdbd, MariaDB): Debian's mariadb-server needs a newer perl than a fresh
+# machine has, and installing it would upgrade the host's perl. Finished jobs stay visible to
+# squeue for MinJobAge (an hour), which is where the executor plugin and the test read states.
 set -euo pipefail
 
 usage="usage: cluster.sh install | start DIR | stop DIR | env DIR"
@@ -17,8 +21,8 @@ cmd=${1:?$usage}
 node=$(hostname -s)
 cpus=$(nproc)
 mem_mb=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024))
-# Ports away from SLURM's defaults (6817-6819) and MySQL's (3306), so a real install is untouched.
-ctld_port=16817 slurmd_port=16818 dbd_port=16819 db_port=13306
+# Ports away from SLURM's defaults (6817-6818), so a real install is untouched.
+ctld_port=16817 slurmd_port=16818
 munge_socket=/run/munge/munge.socket.2
 # The jobstep plugin drops SLURM_CONF before its nested srun, so on the node srun must find the
 # configuration at the default path: a link there to ours, made only when nothing is there.
@@ -37,12 +41,11 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 
 start() {
     trap 'echo "cluster.sh: start failed; stopping what it started" >&2; stop' ERR
-    mkdir -p "$dir"/{log,munge,db,state,spool,run}
+    mkdir -p "$dir"/{log,munge,state,spool,run}
     : >"$dir/pids"
 
-    # munge: the authentication every SLURM daemon and client uses. Clients talking to slurmdbd
-    # ignore AuthInfo=socket=, so munged must listen on its default socket; one already there
-    # (a system service) is used as it is, and left running.
+    # munge: the authentication every SLURM daemon and client uses, on its default socket where
+    # every client looks; one already there (a system service) is used as it is, and left running.
     if [[ -S $munge_socket ]] && munge -n >/dev/null 2>&1; then
         echo "using the munged that answers on $munge_socket"
     else
@@ -55,35 +58,6 @@ start() {
         wait_for 10 munged test -s "$dir/munge/munged.pid"
         echo "munged $(cat "$dir/munge/munged.pid")" >>"$dir/pids"
     fi
-
-    # MariaDB: slurmdbd's storage, TCP on loopback only.
-    mariadb-install-db --user=root --datadir="$dir/db" --auth-root-authentication-method=normal \
-        >"$dir/log/mariadb-install.log" 2>&1
-    mariadbd --user=root --datadir="$dir/db" --bind-address=127.0.0.1 --port=$db_port \
-        --socket="$dir/run/mysql.sock" --pid-file="$dir/run/mariadbd.pid" \
-        --log-error="$dir/log/mariadbd.log" &
-    echo "mariadbd $!" >>"$dir/pids"
-    wait_for 60 mariadbd mariadb --socket="$dir/run/mysql.sock" -uroot -e "select 1"
-    mariadb --socket="$dir/run/mysql.sock" -uroot -e "
-        CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
-        GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
-
-    cat >"$dir/slurmdbd.conf" <<EOF
-AuthType=auth/munge
-DbdHost=localhost
-DbdAddr=127.0.0.1
-DbdPort=$dbd_port
-SlurmUser=root
-LogFile=$dir/log/slurmdbd.log
-PidFile=$dir/run/slurmdbd.pid
-StorageType=accounting_storage/mysql
-StorageHost=127.0.0.1
-StoragePort=$db_port
-StorageUser=slurm
-StoragePass=slurm
-StorageLoc=slurm_acct_db
-EOF
-    chmod 600 "$dir/slurmdbd.conf"
 
     cat >"$dir/gres.conf" <<EOF
 NodeName=$node Name=gpu File=/dev/null
@@ -110,14 +84,9 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=127.0.0.1
-AccountingStoragePort=$dbd_port
-AccountingStorageTRES=gres/gpu
-AccountingStoreFlags=job_comment
-JobAcctGatherType=jobacct_gather/linux
+AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
-MinJobAge=300
+MinJobAge=3600
 InactiveLimit=0
 KillWait=5
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:1 State=UNKNOWN
@@ -130,14 +99,6 @@ EOF
     fi
     mkdir -p "$(dirname "$system_conf")" && ln -s "$dir/slurm.conf" "$system_conf"
     echo "link $system_conf" >>"$dir/pids"
-
-    slurmdbd  # reads slurmdbd.conf beside $SLURM_CONF; daemonizes, its pid file says who it is
-    wait_for 30 slurmdbd test -s "$dir/run/slurmdbd.pid"
-    echo "slurmdbd $(cat "$dir/run/slurmdbd.pid")" >>"$dir/pids"
-    wait_for 30 "slurmdbd (accounting)" sacctmgr -i list cluster
-    sacctmgr -i add cluster sharpminima >/dev/null
-    sacctmgr -i add account sharpminima Cluster=sharpminima >/dev/null
-    sacctmgr -i add user root Account=sharpminima DefaultAccount=sharpminima >/dev/null
 
     slurmctld -f "$dir/slurm.conf"
     wait_for 30 slurmctld test -s "$dir/run/slurmctld.pid"
@@ -152,13 +113,22 @@ EOF
 
 install() {
     local missing=0
-    for daemon in munged mariadbd slurmdbd slurmctld slurmd sacct; do
+    for daemon in munged slurmctld slurmd squeue; do
         command -v "$daemon" >/dev/null || missing=1
     done
     ((missing)) || return 0
+    local packages=(slurm-wlm munge) upgrades
     apt-get update -qq
+    # Install what is missing, upgrade nothing: a dry run first, refused if it would replace
+    # any installed package ("Inst NAME [OLD VERSION] ...").
+    upgrades=$(apt-get install -s --no-install-recommends "${packages[@]}" | grep '^Inst [^ ]* \[' || true)
+    if [[ -n $upgrades ]]; then
+        echo "cluster.sh: installing ${packages[*]} would upgrade installed packages:" >&2
+        echo "$upgrades" >&2
+        return 1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        slurm-wlm slurmdbd munge mariadb-server >/dev/null
+        "${packages[@]}" >/dev/null
 }
 
 stop() {
