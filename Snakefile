@@ -31,7 +31,7 @@ wildcard_constraints:
     bn="batch|running",
     start="zero|random|multistart",
     measure="curves|distances|iterations",
-    figure="|".join(EXPERIMENT_FIGURES),
+    figure="|".join(FIGURE_OF),
 
 
 include: "workflow/rules/data.smk"

@@ -11,7 +11,7 @@ synthetic data of its input shape (F1 on real MNIST when `--mnist-root` holds MN
 samples/s leave out the first epoch (kernel selection, allocator warm-up) when there are
 several. φ is Metric 2.1 of the LB run's final iterate (full space, ε = 1e-3, `--iters`
 L-BFGS-B iterations, BatchNorm batch statistics). The resume check runs in child processes
-with the library's defaults (on CUDA: deterministic kernels, `training.pick_device`): one
+with the library's defaults (on CUDA: deterministic kernels, `runtime.pick_device`): one
 uninterrupted SB run, and one SIGKILLed as soon as its first epoch is kept, then rerun; every
 stored iterate and every loss and accuracy of the two must be bitwise equal. C1's resume runs
 have augmentation on, so that the device-side random stream is restored too.
@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 
 from sharpminima.data import make_synthetic, prepare_mnist
+from sharpminima.runtime import device_name, pick_device
 from sharpminima.sharpness import SharpnessConfig, run_sharpness
 from sharpminima.store import Run
-from sharpminima.training import TrainConfig, device_name, pick_device, train
+from sharpminima.training import TrainConfig, train
 
 SHAPES = {"F1": (1, 28, 28), "C1": (3, 32, 32)}
 REGIMES = {"SB": 256, "LB": 0.1}

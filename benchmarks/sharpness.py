@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from sharpminima.models import evaluation
+from sharpminima.runtime import pick_device
 from sharpminima.sharpness import SharpnessConfig, run_sharpness
 from sharpminima.store import Run
-from sharpminima.training import pick_device
 
 
 def bare_passes(run_path: str, passes: int, cfg: SharpnessConfig, device: torch.device) -> float:

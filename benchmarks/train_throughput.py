@@ -21,7 +21,8 @@ from torchvision import datasets, transforms
 
 from sharpminima.data import load_dataset, prepare_mnist
 from sharpminima.models import build
-from sharpminima.training import TrainConfig, Trainer, pick_device
+from sharpminima.runtime import pick_device
+from sharpminima.training import TrainConfig, Trainer
 
 WARMUP_STEPS = 3
 

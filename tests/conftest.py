@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,13 +64,16 @@ def trials(tmp_path_factory, mnist_like):
     return runs
 
 
-def snakemake(workdir: Path, *args: object, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: object, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run this workflow in `workdir` on 2 cores; return the finished process."""
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", REPO / "Snakefile", "--directory", workdir]
         + ["--cores", "2", *map(str, args)],
         capture_output=True,
         text=True,
+        env=env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(proc.stdout + proc.stderr)
@@ -78,7 +82,10 @@ def snakemake(workdir: Path, *args: object, check: bool = True) -> subprocess.Co
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """A finished local run of the smoke preset, shared by the tests that inspect or rerun it."""
+    """A finished local run of the smoke preset, shared by the tests that inspect or rerun it.
+
+    Its jobs run with PYTHONPROFILEIMPORTTIME, so each job's log lists every module it imported
+    (test_workflow checks them against the job's code inputs)."""
     workdir = tmp_path_factory.mktemp("smoke")
-    snakemake(workdir, "--configfile", SMOKE)
+    snakemake(workdir, "--configfile", SMOKE, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
     return workdir

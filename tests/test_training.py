@@ -12,14 +12,7 @@ from sharpminima.data import make_synthetic
 from sharpminima.errors import UserError
 from sharpminima.models import build
 from sharpminima.store import Run
-from sharpminima.training import (
-    Stopper,
-    TrainConfig,
-    chunks,
-    pick_device,
-    resolve_count,
-    train,
-)
+from sharpminima.training import Stopper, TrainConfig, resolve_count, train
 
 from .conftest import assert_one_line_error, cli
 
@@ -35,31 +28,6 @@ def test_resolve_count():
     for bad in (0, -3, 2.5, 1.0000001):
         with pytest.raises(UserError, match="positive integer or a fraction"):
             resolve_count(bad, 100, "batch size")
-
-
-def test_cuda_is_picked_with_deterministic_kernels(monkeypatch):
-    """Without them, reruns on a GPU differ (measured on an H200: docs/performance.md)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    try:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.benchmark = True
-        assert pick_device("auto").type == "cuda"
-        assert torch.are_deterministic_algorithms_enabled()
-        assert torch.is_deterministic_algorithms_warn_only_enabled()
-        assert not torch.backends.cudnn.benchmark
-        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
-    finally:
-        torch.use_deterministic_algorithms(before[0])
-        torch.backends.cudnn.benchmark = before[1]
-    assert pick_device("cpu").type == "cpu"
-
-
-def test_chunks_cover_everything_without_singletons():
-    assert [(s.start, s.stop) for s in chunks(10, 4)] == [(0, 4), (4, 8), (8, 10)]
-    assert [(s.start, s.stop) for s in chunks(9, 4)] == [(0, 4), (4, 9)]
-    assert [(s.start, s.stop) for s in chunks(3, 5)] == [(0, 3)]
 
 
 def test_stopper_rules():

@@ -1,6 +1,8 @@
 """The Snakemake DAG: dry runs of the default study, and the smoke preset run end to end."""
 
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,6 +265,101 @@ def test_finished_run_reruns_nothing(smoke_run):
     assert rerun_plan(smoke_run, reordered) == ({}, set())
 
 
+def planned_jobs(output: str) -> list[tuple[str, list[str], str]]:
+    """(rule, inputs, log) of every job a dry run prints."""
+    jobs = []
+    for rule, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\[|\Z)", output, re.M | re.S):
+        inputs = re.search(r"^    input: (.*)$", body, re.M)
+        log = re.search(r"^    log: (.*)$", body, re.M)
+        jobs.append((rule, inputs.group(1).split(", ") if inputs else [], log and log.group(1)))
+    return jobs
+
+
+def code_modules(inputs: list[str]) -> set[str]:
+    return {Path(p).stem for p in inputs if "/src/sharpminima/" in p and p.endswith(".py")}
+
+
+# Modules every job loads that compute nothing: argument parsing and the stage list. The rules
+# pass every option explicitly, so these are not code inputs (docs/architecture.md).
+COMMAND_LINE = {"cli", "registry", "__main__"}
+MEASURING = ("sharpness", "landscape", "directions", "trajectory", "measure", "figure", "tables")
+
+
+@pytest.mark.slow
+def test_every_module_a_job_imports_is_among_its_code_inputs(smoke_run):
+    """The smoke run's jobs ran with PYTHONPROFILEIMPORTTIME: each log names every module of
+    the package that the job really imported, at any depth and inside any function."""
+    jobs = planned_jobs(snakemake(smoke_run, "-n", "--forceall", "--configfile", SMOKE).stdout)
+    checked = set()
+    for rule, inputs, log in jobs:
+        if not log:
+            continue
+        imported = set(re.findall(r"\|\s+sharpminima\.(\w+)$", (smoke_run / log).read_text(), re.M))
+        assert imported, (rule, log)  # the log holds the import profile
+        assert imported - COMMAND_LINE <= code_modules(inputs), (rule, log)
+        if rule.startswith(MEASURING):  # measuring never runs the training loop
+            assert "training" not in imported | code_modules(inputs), (rule, log)
+        checked.add(rule)
+    assert len(checked) == 13, checked  # every rule that runs a command
+
+
+# What an edit to each module reruns in a finished smoke run: the rules that hold it among
+# their code inputs, and all the jobs the dry run plans.
+EVERY_PHI = {
+    "sharpness": 24 + 2 + 3 + 8,  # + sweep's batch 16 (2 trials), 3 warm starts, 4 × 2 remedies
+    "directions": 3,
+    "trajectory": 1,
+    "measure_sweep": 1,
+    "measure_warmstart": 1,
+    "measure_remedies": 1,
+    "figure_experiment": 3 + 3 + 1,
+    "tables": 1,
+    "all": 1,
+}
+ALL_BUT_DATA = {
+    "train": 26,
+    "sharpness": 37,
+    "landscape": 6,
+    "measure": 9,
+    "directions": 3,
+    "trajectory": 1,
+    "measure_sweep": 1,
+    "measure_warmstart": 1,
+    "measure_remedies": 1,
+    "figure_parametric": 6,
+    "figure_experiment": 13,
+    "tables": 1,
+    "all": 1,
+}
+FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 13, "all": 1}
+EDITS = {
+    "lbfgsb.py": ({"sharpness", "directions", "trajectory"}, EVERY_PHI),
+    "training.py": ({"train"}, ALL_BUT_DATA),
+    "models.py": (set(ALL_BUT_DATA) - {"all"}, ALL_BUT_DATA),
+    "figures.py": ({"figure_parametric", "figure_experiment"}, FIGURES_ONLY),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", EDITS)
+def test_an_edited_module_reruns_exactly_the_jobs_that_run_it(smoke_run, module):
+    """Append a comment to a module of the repository, dry-run, put the file back as it was."""
+    path = REPO / "src" / "sharpminima" / module
+    text, stat = path.read_bytes(), path.stat()
+    try:
+        path.write_bytes(text + b"# an edit\n")
+        out = snakemake(smoke_run, "-n", "--configfile", SMOKE).stdout
+    finally:
+        path.write_bytes(text)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    holders, plan = EDITS[module]
+    jobs = planned_jobs(out)
+    assert {rule for rule, inputs, _ in jobs if f"/sharpminima/{module}" in ",".join(inputs)} == (
+        holders
+    )
+    assert job_counts(out) == {**plan, "total": sum(plan.values())}
+
+
 @pytest.mark.slow
 def test_figure_style_change_redraws_figures_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
@@ -280,18 +377,7 @@ def test_sharpness_change_never_retrains(smoke_run):
     # Every φ follows, with what reads φ: random directions (ε = 1e-3), Figure 6's trajectory,
     # the φ of the sweep's and warm starts' runs (Figures 4 and 5) and of the remedies' runs
     # (Table 6), but no training.
-    assert counts == {
-        "sharpness": 24 + 2 + 3 + 8,  # + sweep's batch 16 (2 trials), 3 warm starts, 4 × 2 remedies
-        "directions": 3,
-        "trajectory": 1,
-        "measure_sweep": 1,
-        "measure_warmstart": 1,
-        "measure_remedies": 1,
-        "figure_experiment": 3 + 3 + 1,
-        "tables": 1,
-        "all": 1,
-        "total": 53,
-    }
+    assert counts == {**EVERY_PHI, "total": 53}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 

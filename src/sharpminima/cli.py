@@ -23,8 +23,7 @@ import torch  # noqa: E402
 
 from . import __version__
 from .errors import UserError
-
-DATASETS = ("mnist", "cifar10", "cifar100", "timit-kaldi", "timit-raw", "synthetic")
+from .registry import FIGURES, MEASURES, SOURCES, STAGES
 
 
 def _log(message: str) -> None:
@@ -104,7 +103,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             noise=args.noise,
         )
     else:
-        raise UserError(f"unknown dataset {args.name!r}: choose one of {', '.join(DATASETS)}")
+        raise UserError(f"unknown dataset {args.name!r}: choose one of {', '.join(SOURCES)}")
     _log(f"wrote {args.out}")
 
 
@@ -175,18 +174,6 @@ def cmd_landscape(args: argparse.Namespace) -> None:
     _log(f"wrote {args.out}")
 
 
-FIGURES = {
-    "parametric": "parametric",
-    "curves": "accuracy_curves",
-    "perfmodel": "performance_model",
-    "directions": "direction_rises",
-    "trajectory": "trajectory_sharpness",
-    "sweep": "batch_sweep",
-    "warmstart": "warm_start",
-    "remedies": "remedy_bars",
-}
-
-
 def cmd_figure(args: argparse.Namespace) -> None:
     from . import figures
 
@@ -200,7 +187,7 @@ def cmd_figure(args: argparse.Namespace) -> None:
 def cmd_directions(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .experiments import random_directions
+    from .directions import random_directions
 
     if len(args.runs) != len(args.phi):
         raise UserError(f"{len(args.runs)} runs but {len(args.phi)} --phi files: one per run")
@@ -210,17 +197,6 @@ def cmd_directions(args: argparse.Namespace) -> None:
         for run, phi in zip(args.runs, args.phi, strict=True)
     ]
     _write_csv(pd.concat(tables, ignore_index=True), args.out)
-
-
-# Measurement -> the options it reads.
-MEASURES = {
-    "curves": ("sb", "lb"),
-    "distances": ("sb", "lb"),
-    "iterations": ("sb", "lb"),
-    "sweep": ("runs", "phi"),
-    "warmstart": ("sb", "lb", "phi"),
-    "remedies": ("runs", "phi"),
-}
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
@@ -280,6 +256,11 @@ def _sharpness_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
 
 
+def _stage(sub, name: str) -> argparse.ArgumentParser:
+    """The subcommand of a workflow stage, described as the registry describes it."""
+    return sub.add_parser(name, help=STAGES[name].help)
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments are one line, like every other error: the problem, and where help is."""
 
@@ -293,8 +274,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    prep = sub.add_parser("prepare", help="turn a dataset source into the dataset HDF5 format")
-    prep.add_argument("name", help=f"dataset source: {', '.join(DATASETS)}")
+    prep = _stage(sub, "prepare")
+    prep.add_argument("name", help=f"dataset source: {', '.join(SOURCES)}")
     prep.add_argument("--out", required=True, help="dataset file to write (.h5)")
     prep.add_argument(
         "--root",
@@ -342,7 +323,7 @@ def parser() -> argparse.ArgumentParser:
         func=cmd_models
     )
 
-    tr = sub.add_parser("train", help="train one run (network, batch size, seed) into HDF5")
+    tr = _stage(sub, "train")
     tr.add_argument("--network", required=True, help="F1, F2, C1, C2, C3 or C4")
     tr.add_argument("--data", required=True, help="dataset file from `sharpminima prepare`")
     tr.add_argument("--out", required=True, help="run file to write (.h5)")
@@ -387,7 +368,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     tr.set_defaults(func=cmd_train)
 
-    sh = sub.add_parser("sharpness", help="Metric 2.1 of a stored iterate (L-BFGS-B in a box)")
+    sh = _stage(sub, "sharpness")
     sh.add_argument("run", help="run file from `sharpminima train`")
     sh.add_argument("--out", required=True, help="result file to write (.json)")
     sh.add_argument("--epoch", type=int, default=None, help="a stored epoch (default: final)")
@@ -396,7 +377,7 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--bn", default="batch", help="BatchNorm statistics in f: batch|running")
     sh.set_defaults(func=cmd_sharpness)
 
-    tj = sub.add_parser("trajectory", help="φ of stored iterates along runs (Figure 6), as CSV")
+    tj = _stage(sub, "trajectory")
     tj.add_argument("--runs", nargs="+", required=True, help="run files (one trial's SB and LB)")
     tj.add_argument("--bn", nargs="+", default=["batch"], help="BatchNorm modes: batch running")
     tj.add_argument("--every", type=int, default=1, help="every k-th stored epoch (and the last)")
@@ -404,7 +385,7 @@ def parser() -> argparse.ArgumentParser:
     _sharpness_options(tj)
     tj.set_defaults(func=cmd_trajectory)
 
-    la = sub.add_parser("landscape", help="loss and accuracy along a curve from SB to LB")
+    la = _stage(sub, "landscape")
     la.add_argument("--sb", required=True, help="SB run file of one trial")
     la.add_argument("--lb", required=True, help="LB run file of the same trial")
     la.add_argument("--out", required=True, help="landscape file to write (.h5)")
@@ -428,7 +409,7 @@ def parser() -> argparse.ArgumentParser:
     la.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     la.set_defaults(func=cmd_landscape)
 
-    me = sub.add_parser("measure", help="numbers read off finished runs, as CSV")
+    me = _stage(sub, "measure")
     me.add_argument(
         "what",
         help="curves (Figure 2: accuracy per epoch), distances (from x0), iterations (App. C), "
@@ -442,7 +423,7 @@ def parser() -> argparse.ArgumentParser:
     me.add_argument("--out", required=True, help="CSV to write")
     me.set_defaults(func=cmd_measure)
 
-    di = sub.add_parser("directions", help="f along random unit directions at φ's radius, as CSV")
+    di = _stage(sub, "directions")
     di.add_argument("--runs", nargs="+", required=True, help="run files")
     di.add_argument("--phi", nargs="+", required=True, help="each run's full-space φ JSON")
     di.add_argument("--count", type=int, default=100, help="directions per run")
@@ -452,7 +433,7 @@ def parser() -> argparse.ArgumentParser:
     di.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     di.set_defaults(func=cmd_directions)
 
-    fg = sub.add_parser("figure", help="draw a figure (PNG and PDF) from computed results")
+    fg = _stage(sub, "figure")
     fg.add_argument(
         "kind",
         help="parametric (Figs. 3, 7; landscape .h5); curves (Fig. 2), perfmodel (App. C) or "
@@ -465,13 +446,13 @@ def parser() -> argparse.ArgumentParser:
     _style_options(fg)
     fg.set_defaults(func=cmd_figure)
 
-    se = sub.add_parser("sensitivity", help="φ by BatchNorm mode x start x ε: table and figure")
+    se = _stage(sub, "sensitivity")
     se.add_argument("sharpness", nargs="+", help="sharpness JSON files of one network")
     se.add_argument("--out-dir", required=True, help="folder for sensitivity.{csv,md,png,pdf}")
     _style_options(se)
     se.set_defaults(func=cmd_sensitivity)
 
-    tb = sub.add_parser("tables", help="Tables 2-4: mean ± std over trials beside the paper")
+    tb = _stage(sub, "tables")
     tb.add_argument("--runs", nargs="*", default=[], help="run files (Table 2)")
     tb.add_argument("--sharpness", nargs="*", default=[], help="sharpness JSON (Tables 3, 4)")
     tb.add_argument("--out-dir", required=True, help="folder for tableN.csv and tableN.md")

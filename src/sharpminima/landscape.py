@@ -23,8 +23,8 @@ import torch
 
 from .atomic import open_h5
 from .errors import UserError, require_finite
+from .runtime import device_name, evaluate, pick_device, versions
 from .store import Run
-from .training import device_name, evaluate, pick_device, versions
 
 KINDS = ("linear", "curvilinear")
 COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc")

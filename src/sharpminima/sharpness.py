@@ -22,8 +22,8 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from .errors import UserError, require_finite
 from .lbfgsb import minimize_in_box
 from .models import evaluation
+from .runtime import chunks, device_name, pick_device, versions
 from .store import Run
-from .training import chunks, device_name, pick_device, versions
 
 SPACES = ("full", "random")
 STARTS = ("zero", "random", "multistart")

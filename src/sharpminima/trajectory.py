@@ -17,9 +17,9 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .errors import UserError
+from .runtime import pick_device
 from .sharpness import SharpnessConfig, provenance, sharpness
 from .store import Run
-from .training import pick_device
 
 
 def epochs(run: Run, every: int) -> list[int]:

@@ -12,6 +12,11 @@ from snakemake.utils import validate
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
+# The stage registry of this workflow's own package (not of whichever copy is installed): it
+# names the stages and derives each one's code inputs (src/sharpminima/registry.py).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from sharpminima.registry import EXPERIMENTS, stage_code
+
 
 def check_config(data, schema, where="", fill=True):
     """Fill the schema's defaults into `data` (if `fill`), or stop with one line naming the
@@ -201,15 +206,10 @@ def warm_source(wildcards):
     )
 
 
-def src(*modules):
-    """Source modules (and package data) that a job executes, as inputs: a change reruns it.
-
-    cli.py is deliberately not among them: it only parses arguments, and the rules pass every
-    option explicitly, so adding a subcommand for one stage must not rerun all the others.
-    """
-    root = Path(workflow.basedir) / "src" / "sharpminima"
-    names = ("errors", "atomic") + modules
-    return [os.path.relpath(root / (m if "." in m else f"{m}.py")) for m in names]
+def code(stage, source=None):
+    """The package files a stage's jobs execute or read, derived from its imports: as inputs,
+    an edit to any of them reruns exactly those jobs (docs/architecture.md)."""
+    return [os.path.relpath(p) for p in stage_code(stage, source)]
 
 
 def cli_args(options):
@@ -231,10 +231,6 @@ def cli_args(options):
     )
 
 
-# The modules each dataset source runs (its prepare job's code inputs).
-SOURCE_MODULES = {"timit-kaldi": ("frames", "kaldi"), "timit-raw": ("frames", "timit")}
-
-
 def dataset_options(dataset):
     """The source of a dataset and its `sharpminima prepare` options."""
     entry = dict(config["datasets"][dataset])
@@ -247,8 +243,7 @@ def dataset_options(dataset):
 
 
 def dataset_code(wildcards):
-    source = config["datasets"][wildcards.dataset]["source"]
-    return src("data", *SOURCE_MODULES.get(source, ()))
+    return code("prepare", config["datasets"][wildcards.dataset]["source"])
 
 
 def run_dataset(wildcards):
@@ -348,27 +343,8 @@ def all_runs():
     )
 
 
-# Figure name -> (the measurement it draws, `sharpminima figure` kind).
-EXPERIMENT_FIGURES = {
-    "accuracy": ("curves", "curves"),
-    "perfmodel": ("iterations", "perfmodel"),
-    "directions": ("directions", "directions"),
-    "trajectory": ("trajectory", "trajectory"),
-    "sweep": ("sweep", "sweep"),
-    "warmstart": ("warmstart", "warmstart"),
-    "remedies": ("remedies", "remedies"),
-}
-# Config switch -> (measurement, figure or None).
-EXPERIMENTS = {
-    "curves": ("curves", "accuracy"),
-    "distances": ("distances", None),
-    "performance_model": ("iterations", "perfmodel"),
-    "directions": ("directions", "directions"),
-    "trajectory": ("trajectory", "trajectory"),
-    "sweep": ("sweep", "sweep"),
-    "warmstart": ("warmstart", "warmstart"),
-    "remedies": ("remedies", "remedies"),
-}
+# Figure name -> the experiment that draws it.
+FIGURE_OF = {e.figure: e for e in EXPERIMENTS.values() if e.figure}
 
 
 def pair_runs(wildcards, end):
@@ -485,13 +461,15 @@ def experiment_outputs():
     for name, enabled in config["experiments"].items():
         if not enabled:
             continue
-        measure, figure = EXPERIMENTS[name]
+        experiment = EXPERIMENTS[name]
         networks = experiment_networks(name)
         outputs += study_paths(
-            rules.measure.output.csv, network=networks, measure=measure
+            rules.measure.output.csv, network=networks, measure=experiment.csv
         )
-        if figure:
+        if experiment.figure:
             outputs += study_paths(
-                rules.figure_experiment.output.png, network=networks, figure=figure
+                rules.figure_experiment.output.png,
+                network=networks,
+                figure=experiment.figure,
             )
     return outputs

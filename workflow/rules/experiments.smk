@@ -9,7 +9,7 @@ rule measure:
     input:
         sb=lambda wc: pair_runs(wc, 0),
         lb=lambda wc: pair_runs(wc, 1),
-        code=src("data", "models", "store", "experiments"),
+        code=code("measure"),
     output:
         csv="results/{study}/experiments/{network}/{measure}.csv",
     log:
@@ -29,7 +29,7 @@ rule directions:
     input:
         runs=lambda wc: pair_runs(wc, 0) + pair_runs(wc, 1),
         phi=direction_phi,
-        code=src("data", "models", "store", "training", "sharpness", "experiments"),
+        code=code("directions"),
     output:
         csv="results/{study}/experiments/{network}/directions.csv",
     log:
@@ -51,7 +51,7 @@ rule directions:
 rule trajectory:
     input:
         runs=trajectory_runs,
-        code=src("data", "models", "store", "training", "sharpness", "trajectory"),
+        code=code("trajectory"),
     output:
         csv="results/{study}/experiments/{network}/trajectory.csv",
     log:
@@ -83,7 +83,7 @@ rule measure_sweep:
     input:
         runs=sweep_runs,
         phi=sweep_phi,
-        code=src("data", "models", "store", "experiments"),
+        code=code("measure"),
     output:
         csv="results/{study}/experiments/{network}/sweep.csv",
     log:
@@ -104,7 +104,7 @@ rule measure_warmstart:
         sb=lambda wc: warm_runs(wc, "sb"),
         lb=lambda wc: warm_runs(wc, "lb"),
         phi=warm_phi,
-        code=src("data", "models", "store", "experiments"),
+        code=code("measure"),
     output:
         csv="results/{study}/experiments/{network}/warmstart.csv",
     log:
@@ -124,7 +124,7 @@ rule measure_remedies:
     input:
         runs=remedy_runs,
         phi=remedy_phi,
-        code=src("data", "models", "store", "experiments"),
+        code=code("measure"),
     output:
         csv="results/{study}/experiments/{network}/remedies.csv",
         md="results/{study}/experiments/{network}/remedies.md",
@@ -146,9 +146,9 @@ rule figure_experiment:
         csv=lambda wc: study_paths(
             rules.measure.output.csv,
             network=wc.network,
-            measure=EXPERIMENT_FIGURES[wc.figure][0],
+            measure=FIGURE_OF[wc.figure].csv,
         ),
-        code=src("experiments", "figures"),
+        code=code("figure"),
     output:
         png=report(
             "results/{study}/figures/{network}/{figure}.png",
@@ -167,7 +167,7 @@ rule figure_experiment:
         mem_mb=2000,
         runtime=10,
     params:
-        kind=lambda wc: EXPERIMENT_FIGURES[wc.figure][1],
+        kind=lambda wc: FIGURE_OF[wc.figure].kind,
         style=cli_args(config["figures"]),
     shell:
         "sharpminima figure {params.kind} {input.csv} --out {output.png} {params.style} "

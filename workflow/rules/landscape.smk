@@ -5,7 +5,7 @@ rule landscape:
     input:
         sb=lambda wc: landscape_run(wc, 0),
         lb=lambda wc: landscape_run(wc, 1),
-        code=src("data", "models", "store", "training", "landscape"),
+        code=code("landscape"),
     output:
         h5="results/{study}/landscape/{network}/seed{seed}/{kind}.h5",
     log:
@@ -27,7 +27,7 @@ rule landscape:
 rule figure_parametric:
     input:
         h5=rules.landscape.output.h5,
-        code=src("landscape", "figures"),
+        code=code("figure"),
     output:
         png=report(
             "results/{study}/figures/{network}/seed{seed}/{kind}.png",

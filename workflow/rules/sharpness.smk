@@ -6,7 +6,7 @@
 rule sharpness:
     input:
         run=rules.train.output.run,
-        code=src("data", "models", "store", "training", "sharpness"),
+        code=code("sharpness"),
     output:
         json="results/{study}/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.json",
     log:
@@ -33,7 +33,7 @@ rule sharpness:
 rule sensitivity:
     input:
         sharpness=sensitivity_inputs,
-        code=src("sensitivity", "figures"),
+        code=code("sensitivity"),
     output:
         csv="results/{study}/sensitivity/{network}/sensitivity.csv",
         md="results/{study}/sensitivity/{network}/sensitivity.md",

@@ -5,7 +5,7 @@ rule tables:
     input:
         runs=all_runs(),
         sharpness=all_sharpness(),
-        code=src("data", "models", "store", "tables", "paper_values.csv"),
+        code=code("tables"),
     output:
         table_outputs(),
     log:

@@ -7,7 +7,7 @@ rule train:
     input:
         data=run_dataset,
         warm=warm_source,
-        code=src("data", "models", "store", "training", "remedies"),
+        code=code("train"),
     output:
         run="results/{study}/runs/{network}/{regime}/seed{seed}.h5",
     log:

@@ -1,0 +1,147 @@
+"""Every stage of the workflow in one place, and the code each one runs.
+
+`cli.py` builds its subcommands from STAGES and the rules in workflow/rules/ take their code
+inputs from `code_files`, so the two cannot drift apart. This module imports only the standard
+library: Snakemake reads it while building the DAG, before any job (or torch) runs.
+
+A job's code inputs are the library modules its stage runs, found by following the package's
+imports statically from the stage's modules, plus the package data those modules name. cli.py
+and this module are never among them: they parse arguments and pick what runs, and the rules pass
+every option explicitly, so adding a stage or an option reruns nothing that exists.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A `sharpminima` subcommand that a rule runs: the library modules it calls into and the
+    config section that holds its settings (None: it has none of its own)."""
+
+    modules: tuple[str, ...]
+    section: str | None
+    help: str
+
+
+STAGES = {
+    "prepare": Stage(("data",), "datasets", "turn a dataset source into the dataset HDF5 format"),
+    "train": Stage(("training",), "training", "train one run (network, batch, seed) into HDF5"),
+    "sharpness": Stage(("sharpness",), "sharpness", "Metric 2.1 of a stored iterate (L-BFGS-B)"),
+    "trajectory": Stage(
+        ("trajectory",), "trajectory", "φ of stored iterates along runs (Figure 6), as CSV"
+    ),
+    "landscape": Stage(
+        ("landscape",), "landscape", "loss and accuracy along a curve from SB to LB"
+    ),
+    "directions": Stage(
+        ("directions",), "directions", "f along random unit directions at φ's radius, as CSV"
+    ),
+    "measure": Stage(("experiments",), None, "numbers read off finished runs, as CSV"),
+    "figure": Stage(("figures",), "figures", "draw a figure (PNG and PDF) from computed results"),
+    "sensitivity": Stage(
+        ("sensitivity",), "sensitivity", "φ by BatchNorm mode x start x ε: table and figure"
+    ),
+    "tables": Stage(("tables",), None, "Tables 2-4: mean ± std over trials beside the paper"),
+}
+
+# Dataset source -> the modules that convert it (with `data`, which writes every dataset).
+SOURCES = {
+    "mnist": (),
+    "cifar10": (),
+    "cifar100": (),
+    "timit-kaldi": ("kaldi",),
+    "timit-raw": ("timit",),
+    "synthetic": (),
+}
+
+# `sharpminima measure WHAT`: the options each measurement reads.
+MEASURES = {
+    "curves": ("sb", "lb"),
+    "distances": ("sb", "lb"),
+    "iterations": ("sb", "lb"),
+    "sweep": ("runs", "phi"),
+    "warmstart": ("sb", "lb", "phi"),
+    "remedies": ("runs", "phi"),
+}
+
+# `sharpminima figure KIND`: the function of figures.py that draws it.
+FIGURES = {
+    "parametric": "parametric",
+    "curves": "accuracy_curves",
+    "perfmodel": "performance_model",
+    "directions": "direction_rises",
+    "trajectory": "trajectory_sharpness",
+    "sweep": "batch_sweep",
+    "warmstart": "warm_start",
+    "remedies": "remedy_bars",
+}
+
+
+# The workflow's experiment switches (config `experiments:`): each writes
+# experiments/{network}/{csv}.csv and, where it has one, figures/{network}/{figure}.png, which
+# `sharpminima figure {kind}` draws from that CSV.
+@dataclass(frozen=True)
+class Experiment:
+    csv: str
+    figure: str | None = None
+    kind: str | None = None
+
+
+EXPERIMENTS = {
+    "curves": Experiment("curves", "accuracy", "curves"),
+    "distances": Experiment("distances"),
+    "performance_model": Experiment("iterations", "perfmodel", "perfmodel"),
+    "directions": Experiment("directions", "directions", "directions"),
+    "trajectory": Experiment("trajectory", "trajectory", "trajectory"),
+    "sweep": Experiment("sweep", "sweep", "sweep"),
+    "warmstart": Experiment("warmstart", "warmstart", "warmstart"),
+    "remedies": Experiment("remedies", "remedies", "remedies"),
+}
+
+
+@cache
+def _package_files() -> frozenset[str]:
+    return frozenset(p.name for p in PACKAGE.iterdir() if p.is_file())
+
+
+@cache
+def imports(module: str) -> frozenset[str]:
+    """The package's modules that `module` imports, at its top or inside any function, and the
+    package data files it names ("paper_values.csv")."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            found.add(f"{node.module.split('.')[0]}.py")
+        elif isinstance(node, ast.ImportFrom) and node.level == 1:  # from . import a, __version__
+            for alias in node.names:
+                is_module = f"{alias.name}.py" in _package_files()
+                found.add(f"{alias.name}.py" if is_module else "__init__.py")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.add(node.value)
+    return frozenset(found & _package_files() - {f"{module}.py"})
+
+
+def code_files(*modules: str) -> list[Path]:
+    """Every file of the package that running `modules` executes or reads, sorted."""
+    files, todo = set(), [f"{m}.py" for m in modules]
+    while todo:
+        name = todo.pop()
+        if name not in files:
+            files.add(name)
+            if name.endswith(".py"):
+                todo += imports(name.removesuffix(".py"))
+    return sorted(PACKAGE / name for name in files)
+
+
+def stage_code(stage: str, source: str | None = None) -> list[Path]:
+    """The code inputs of a stage's jobs (of `prepare`, for one dataset source)."""
+    extra = SOURCES[source] if source else ()
+    return code_files(*STAGES[stage].modules, *extra)

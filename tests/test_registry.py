@@ -1,0 +1,101 @@
+"""The stage registry: one list of stages for the CLI and the rules, and each stage's code
+derived from the package's imports."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from sharpminima import figures, registry
+from sharpminima.cli import parser
+from sharpminima.registry import EXPERIMENTS, FIGURES, STAGES, code_files, stage_code
+
+from .conftest import REPO
+
+
+def names(paths) -> set[str]:
+    return {p.name for p in paths}
+
+
+def test_the_walk_follows_imports_at_any_depth_and_inside_functions():
+    sharpness = names(stage_code("sharpness"))
+    # the solver (imported at the top of sharpness.py) and what store.py imports in turn
+    assert {"sharpness.py", "lbfgsb.py", "store.py", "models.py", "data.py"} <= sharpness
+    assert "training.py" not in sharpness and "remedies.py" not in sharpness
+    # figures.py imports experiments.lb_bound inside a function
+    assert "experiments.py" in names(stage_code("figure"))
+    # `from . import __version__` is the package's __init__.py (recorded in every result)
+    assert "__init__.py" in names(stage_code("train"))
+
+
+def test_package_data_a_module_names_is_a_code_input():
+    assert "paper_values.csv" in names(stage_code("tables"))
+    assert "paper_values.csv" not in names(stage_code("sharpness"))
+
+
+def test_each_dataset_source_adds_its_converter():
+    assert names(stage_code("prepare", "timit-kaldi")) >= {"data.py", "kaldi.py", "frames.py"}
+    assert names(stage_code("prepare", "timit-raw")) >= {"data.py", "timit.py", "frames.py"}
+    assert "kaldi.py" not in names(stage_code("prepare", "mnist"))
+
+
+def test_a_new_import_becomes_a_code_input(tmp_path, monkeypatch):
+    """What the walk sees is the source, so a module added tomorrow needs no list kept."""
+    for name, text in {
+        "entry.py": "def f():\n    from .helper import g\n",
+        "helper.py": "from . import table\nNAME = 'values.csv'\n",
+        "table.py": "",
+        "values.csv": "a\n",
+        "unrelated.py": "",
+    }.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(registry, "PACKAGE", tmp_path)
+    for cached in (registry.imports, registry._package_files):
+        cached.cache_clear()
+    try:
+        assert names(code_files("entry")) == {"entry.py", "helper.py", "table.py", "values.csv"}
+    finally:
+        for cached in (registry.imports, registry._package_files):
+            cached.cache_clear()
+
+
+def test_the_static_walk_holds_every_module_that_importing_a_stage_loads():
+    """Python's own imports, in a fresh interpreter, never go beyond the walk."""
+    for stage in STAGES:
+        modules = ", ".join(f"sharpminima.{m}" for m in STAGES[stage].modules)
+        probe = (
+            f"import sys, {modules}\n"
+            "print(' '.join(m.split('.')[1] for m in sys.modules if m.startswith('sharpminima.')))"
+        )
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        loaded = set(out.stdout.split())
+        assert loaded, out.stderr
+        assert {f"{m}.py" for m in loaded} <= names(stage_code(stage)), stage
+
+
+def test_reading_the_registry_loads_no_torch():
+    """Snakemake reads it for every DAG: it must stay light."""
+    probe = "import sys, sharpminima.registry; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_every_stage_is_a_subcommand_and_every_figure_kind_is_drawn():
+    commands = parser()._subparsers._group_actions[0].choices
+    assert set(STAGES) <= set(commands)
+    for name, stage in STAGES.items():
+        assert commands[name].description is None and stage.help
+    assert all(callable(getattr(figures, function)) for function in FIGURES.values())
+    kinds = {e.kind for e in EXPERIMENTS.values() if e.kind}
+    assert kinds <= set(FIGURES)
+
+
+def test_every_experiment_switch_is_in_the_schema():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert set(schema["properties"]["experiments"]["properties"]) == set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("stage", ["sharpness", "landscape", "directions", "trajectory"])
+def test_measuring_never_runs_the_training_loop(stage):
+    assert "training.py" not in names(stage_code(stage))
