@@ -16,6 +16,9 @@ configfile: "config.yaml"
 
 # ---- Stages -------------------------------------------------------------------------------
 include: "workflow/rules/common.smk"
+include: "workflow/rules/regimes.smk"
+include: "workflow/rules/inputs.smk"
+include: "workflow/rules/targets.smk"
 
 
 # ---- Wildcards: only names the config defines ---------------------------------------------
@@ -30,7 +33,7 @@ wildcard_constraints:
     kind="linear|curvilinear",
     bn="batch|running",
     start="zero|random|multistart",
-    measure="curves|distances|iterations",
+    measure="|".join(MEASURES),
     figure="|".join(FIGURE_OF),
 
 
@@ -49,9 +52,6 @@ localrules:
     figure_parametric,
     measure,
     figure_experiment,
-    measure_sweep,
-    measure_warmstart,
-    measure_remedies,
     sensitivity,
     sensitivity_report,
 

@@ -57,7 +57,11 @@ def test_cli_measures_and_draws(trials, tmp_path):
     for what, kind in (("curves", "curves"), ("iterations", "perfmodel"), ("distances", None)):
         csv = tmp_path / f"{what}.csv"
         cli("measure", what, *runs, "--out", csv)
-        assert len(pd.read_csv(csv)) > 0
+        table = pd.read_csv(csv)
+        assert len(table) > 0
+        # beside it, the same table in Markdown: a header, a rule, one line per row
+        md = csv.with_suffix(".md").read_text().splitlines()
+        assert md[0] == "| " + " | ".join(table.columns) + " |" and len(md) == len(table) + 2
         if kind:
             cli("figure", kind, csv, "--out", tmp_path / f"{kind}.png", "--dpi", 100)
             for ext in ("png", "pdf"):

@@ -201,6 +201,7 @@ def cmd_directions(args: argparse.Namespace) -> None:
 
 def cmd_measure(args: argparse.Namespace) -> None:
     from . import experiments
+    from .atomic import atomic_path
 
     if args.what not in MEASURES:
         raise UserError(f"unknown measurement {args.what!r}: use one of {', '.join(MEASURES)}")
@@ -213,13 +214,10 @@ def cmd_measure(args: argparse.Namespace) -> None:
     else:
         table = getattr(experiments, args.what)(*(getattr(args, name) for name in needs))
     _write_csv(table, args.out)
-    if args.what == "remedies":  # Table 6 also as Markdown, beside the CSV
-        from .atomic import atomic_path
-
-        md = os.path.splitext(args.out)[0] + ".md"
-        with atomic_path(md) as tmp:
-            tmp.write_text(experiments.remedies_markdown(table))
-        _log(f"wrote {md}")
+    md = os.path.splitext(args.out)[0] + ".md"
+    with atomic_path(md) as tmp:
+        tmp.write_text(experiments.markdown(table, args.what))
+    _log(f"wrote {md}")
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
@@ -414,7 +412,7 @@ def parser() -> argparse.ArgumentParser:
         "what",
         help="curves (Figure 2: accuracy per epoch), distances (from x0), iterations (App. C), "
         "sweep (Figure 4: --runs, --phi), warmstart (Figure 5: --sb, --lb, --phi), "
-        "remedies (Table 6: --runs, --phi; also writes OUT.md)",
+        "remedies (Table 6: --runs, --phi); each also writes OUT.md, the table in Markdown",
     )
     me.add_argument("--sb", nargs="+", default=[], help="small-batch runs (warmstart: the source)")
     me.add_argument("--lb", nargs="+", default=[], help="large-batch runs (warmstart: warm runs)")

@@ -316,3 +316,17 @@ def remedies_markdown(table: pd.DataFrame) -> str:
         paper = PAPER_REMEDIES.get((network, name), "")
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {paper} |")
     return "\n".join(lines) + "\n"
+
+
+def markdown(table: pd.DataFrame, what: str) -> str:
+    """A measurement's table in Markdown beside its CSV; Table 6 (remedies) in the paper's
+    layout, the others column for column as in the CSV."""
+    if what == "remedies":
+        return remedies_markdown(table)
+
+    def cell(value) -> str:
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|"]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

@@ -2,16 +2,16 @@
 # (landscape_regimes) of every trial: Figure 2 (accuracy per epoch), distances from the initial
 # point, Appendix C's performance model, f along random directions, Figure 6 (φ along the
 # runs). Figures 4 (batch-size sweep) and 5 (warm starts) add runs of their own regimes
-# (common.smk) and read their φ from the sharpness rule, as do Appendix E's remedies (Table 6).
+# (sharpminima.regimes) and read their φ from the sharpness rule, as do Appendix E's remedies (Table 6).
 
 
 rule measure:
     input:
-        sb=lambda wc: pair_runs(wc, 0),
-        lb=lambda wc: pair_runs(wc, 1),
+        unpack(measure_inputs),
         code=code("measure"),
     output:
         csv="results/{study}/experiments/{network}/{measure}.csv",
+        md="results/{study}/experiments/{network}/{measure}.md",
     log:
         "logs/{study}/experiments/{network}/{measure}.log",
     conda:
@@ -20,9 +20,11 @@ rule measure:
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        inputs=measure_options,
     shell:
-        "sharpminima measure {wildcards.measure} --sb {input.sb} --lb {input.lb} "
-        "--out {output.csv} > {log} 2>&1"
+        "sharpminima measure {wildcards.measure} {params.inputs} --out {output.csv} "
+        "> {log} 2>&1"
 
 
 rule directions:
@@ -77,68 +79,6 @@ rule trajectory:
     shell:
         "sharpminima trajectory --runs {input.runs} {params.options} "
         "--cache-mb {resources.cache_mb} --threads {threads} --out {output.csv} > {log} 2>&1"
-
-
-rule measure_sweep:
-    input:
-        runs=sweep_runs,
-        phi=sweep_phi,
-        code=code("measure"),
-    output:
-        csv="results/{study}/experiments/{network}/sweep.csv",
-    log:
-        "logs/{study}/experiments/{network}/sweep.log",
-    conda:
-        "../../envs/sharpminima.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    shell:
-        "sharpminima measure sweep --runs {input.runs} --phi {input.phi} "
-        "--out {output.csv} > {log} 2>&1"
-
-
-rule measure_warmstart:
-    input:
-        sb=lambda wc: warm_runs(wc, "sb"),
-        lb=lambda wc: warm_runs(wc, "lb"),
-        phi=warm_phi,
-        code=code("measure"),
-    output:
-        csv="results/{study}/experiments/{network}/warmstart.csv",
-    log:
-        "logs/{study}/experiments/{network}/warmstart.log",
-    conda:
-        "../../envs/sharpminima.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    shell:
-        "sharpminima measure warmstart --sb {input.sb} --lb {input.lb} --phi {input.phi} "
-        "--out {output.csv} > {log} 2>&1"
-
-
-rule measure_remedies:
-    input:
-        runs=remedy_runs,
-        phi=remedy_phi,
-        code=code("measure"),
-    output:
-        csv="results/{study}/experiments/{network}/remedies.csv",
-        md="results/{study}/experiments/{network}/remedies.md",
-    log:
-        "logs/{study}/experiments/{network}/remedies.log",
-    conda:
-        "../../envs/sharpminima.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    shell:
-        "sharpminima measure remedies --runs {input.runs} --phi {input.phi} "
-        "--out {output.csv} > {log} 2>&1"
 
 
 rule figure_experiment:

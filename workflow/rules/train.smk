@@ -1,5 +1,5 @@
 # Training: one job per (network, regime, seed), iterates kept in one HDF5 per run. Regimes are
-# the study's (SB, LB), the sweep's batch sizes and the warm starts (REGIMES in common.smk); a
+# the study's (SB, LB), the sweep's batch sizes and the warm starts (regimes.smk); a
 # warm-started run reads its start point from its source run's HDF5 in place.
 
 
@@ -22,7 +22,7 @@ rule train:
         runtime=240,
         gpu=config["gpu"],
     params:
-        batch_size=lambda wc: REGIMES[wc.regime]["batch_size"],
+        batch_size=lambda wc: REGIMES[wc.regime].batch_size,
         options=train_options,
     shell:
         "sharpminima train --network {wildcards.network} --data {input.data} "

@@ -1,0 +1,174 @@
+# Path helpers, input functions and options: what each rule reads, within this study's tree.
+
+
+def sharpness_options():
+    """Settings that change φ, shared by every sharpness job (space, ε, bn, start are wildcards;
+    cache_mb only trades memory for time, so it is not a parameter and triggers no rerun).
+    """
+    skip = ("eps", "spaces", "cache_mb", "bn", "start")
+    return {k: v for k, v in config["sharpness"].items() if k not in skip}
+
+
+def landscape_options():
+    """Settings that change a landscape (the kind is a wildcard)."""
+    options = {
+        k: v for k, v in config["landscape"].items() if k not in ("trials", "kinds")
+    }
+    return {**options, "buffers": int(options["buffers"])}
+
+
+def dataset_options(dataset):
+    """The source of a dataset and its `sharpminima prepare` options."""
+    entry = dict(config["datasets"][dataset])
+    source = entry.pop("source")
+    if source != "synthetic":  # read from (or downloaded to) data_root
+        entry["root"] = config["data_root"]
+    if "input_shape" in entry:
+        entry["input_shape"] = ",".join(map(str, entry["input_shape"]))
+    return source, entry
+
+
+def study_paths(pattern, **wildcards):
+    """`expand` of a path pattern within this study's tree."""
+    return expand(pattern, study=STUDY, **wildcards)
+
+
+def runs_of(network, regimes, seeds):
+    """The run files of a network (or networks): each regime's trials, regime after regime."""
+    return study_paths(
+        rules.train.output.run, network=network, regime=regimes, seed=seeds
+    )
+
+
+def phi_of(network, regimes, seeds, eps, space="full", bn=None, start=None):
+    """The φ files of those runs (by default: full space, the config's BatchNorm mode and
+    start point), in the same order."""
+    return study_paths(
+        rules.sharpness.output.json,
+        network=network,
+        regime=regimes,
+        seed=seeds,
+        space=space,
+        eps=eps,
+        bn=bn or config["sharpness"]["bn"],
+        start=start or config["sharpness"]["start"],
+    )
+
+
+def dataset_code(wildcards):
+    return code("prepare", config["datasets"][wildcards.dataset]["source"])
+
+
+def run_dataset(wildcards):
+    return study_paths(
+        rules.prepare_dataset.output.h5,
+        dataset=config["networks"][wildcards.network]["dataset"],
+    )
+
+
+def landscape_run(wildcards, end):
+    """The run at α = end (0: first of landscape_regimes, 1: second) of this trial."""
+    regime = config["landscape_regimes"][end]
+    return runs_of(wildcards.network, regime, wildcards.seed)
+
+
+def pair_runs(wildcards, end):
+    """Every trial's run of the first (0) or second (1) of landscape_regimes."""
+    regime = config["landscape_regimes"][end]
+    return runs_of(wildcards.network, regime, range(config["trials"]))
+
+
+def direction_phi(wildcards):
+    """The full-space φ of each run of pair_runs, in the same order (SB trials, LB trials)."""
+    return phi_of(
+        wildcards.network,
+        config["landscape_regimes"],
+        range(config["trials"]),
+        config["directions"]["eps"],
+    )
+
+
+def trajectory_runs(wildcards):
+    """The SB and LB runs of the trials Figure 6 follows."""
+    trials = config["trajectory"]["trials"]
+    return runs_of(wildcards.network, config["landscape_regimes"], trials)
+
+
+def sweep_seeds():
+    return range(config["sweep"].get("trials") or config["trials"])
+
+
+def sweep_runs(wildcards):
+    return runs_of(wildcards.network, list(R.sweep.values()), sweep_seeds())
+
+
+def sweep_phi(wildcards):
+    eps = config["sweep"]["eps"]
+    return phi_of(wildcards.network, list(R.sweep.values()), sweep_seeds(), eps)
+
+
+def warm_runs(wildcards, which):
+    """The SB source runs ('sb') or the warm-started LB runs ('lb') of Figure 5."""
+    source, epochs = R.warm_source, R.warm
+    regimes = [source] if which == "sb" else list(epochs.values())
+    return runs_of(wildcards.network, regimes, config["warmstart"]["trials"])
+
+
+def warm_phi(wildcards):
+    w = config["warmstart"]
+    return phi_of(wildcards.network, list(R.warm.values()), w["trials"], w["eps"])
+
+
+def remedy_seeds():
+    return range(config["remedies"].get("trials") or config["trials"])
+
+
+def remedy_runs(wildcards):
+    regimes = remedy_run_regimes(wildcards.network)
+    return runs_of(wildcards.network, regimes, remedy_seeds())
+
+
+def remedy_phi(wildcards):
+    regimes = remedy_run_regimes(wildcards.network)
+    eps = config["remedies"]["eps"]
+    return phi_of(wildcards.network, regimes, remedy_seeds(), eps)
+
+
+# Measurements with runs of their own (by `sharpminima measure` option); the others read the
+# study's pair (landscape_regimes) of every trial.
+MEASURE_INPUTS = {
+    "sweep": lambda wc: {"runs": sweep_runs(wc), "phi": sweep_phi(wc)},
+    "warmstart": lambda wc: {
+        "sb": warm_runs(wc, "sb"),
+        "lb": warm_runs(wc, "lb"),
+        "phi": warm_phi(wc),
+    },
+    "remedies": lambda wc: {"runs": remedy_runs(wc), "phi": remedy_phi(wc)},
+}
+
+
+def measure_inputs(wildcards):
+    """The files `sharpminima measure` reads, by option name (registry.MEASURES)."""
+    pair = lambda wc: {"sb": pair_runs(wc, 0), "lb": pair_runs(wc, 1)}
+    return MEASURE_INPUTS.get(wildcards.measure, pair)(wildcards)
+
+
+def measure_options(wildcards, input):
+    """Those files as options: --sb A B --lb C D --phi E F."""
+    return " ".join(
+        f"--{name} " + " ".join(map(shlex.quote, input[name]))
+        for name in MEASURES[wildcards.measure]
+    )
+
+
+def sensitivity_inputs(wildcards):
+    """Every BatchNorm mode × start × ε × space on the trials of the sensitivity report."""
+    s, eps = config["sensitivity"], config["sharpness"]["eps"]
+    every = {"bn": ["batch", "running"], "start": ["zero", "random", "multistart"]}
+    return phi_of(
+        wildcards.network, config["regimes"], s["trials"], eps, s["spaces"], **every
+    )
+
+
+# Figure name -> the experiment that draws it.
+FIGURE_OF = {e.figure: e for e in EXPERIMENTS.values() if e.figure}

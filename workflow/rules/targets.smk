@@ -1,0 +1,70 @@
+# Targets: what `rule all` asks for (the tables, the parametric plots, the experiments on).
+
+
+def all_runs():
+    return runs_of(config["networks"], config["regimes"], range(config["trials"]))
+
+
+def all_sharpness():
+    """The default sharpness jobs: the config's BatchNorm mode and start point."""
+    s = config["sharpness"]
+    trials = range(config["trials"])
+    return phi_of(config["networks"], config["regimes"], trials, s["eps"], s["spaces"])
+
+
+# Tables 2 (accuracy), 3 (full-space φ) and 4 (random-subspace φ) that the config produces.
+TABLES = [2] + [{"full": 3, "random": 4}[s] for s in config["sharpness"]["spaces"]]
+
+
+def table_outputs():
+    """Each table as CSV (in the report, one entry per table) and Markdown."""
+    entry = report  # a line that starts with `report` is read as the report: directive
+    caption, category = "../report/tables.rst", "Tables 2-4"
+    csv = study_paths("results/{study}/tables/table{n}.csv", n=TABLES)
+    labels = [{"table": n} for n in TABLES]
+    csv = [
+        entry(path, caption, category, "all networks", lab)
+        for path, lab in zip(csv, labels)
+    ]
+    return csv + study_paths("results/{study}/tables/table{n}.md", n=TABLES)
+
+
+def all_figures():
+    return study_paths(
+        rules.figure_parametric.output.png,
+        network=config["networks"],
+        seed=config["landscape"]["trials"],
+        kind=config["landscape"]["kinds"],
+    )
+
+
+def experiment_networks(name):
+    """The networks an experiment with a `networks` setting runs on (default: all)."""
+    chosen = config.get(name, {}).get("networks", list(config["networks"]))
+    unknown = [n for n in chosen if n not in config["networks"]]
+    if unknown:
+        sys.exit(
+            f"config: {name}.networks: {', '.join(unknown)} not among networks "
+            f"({', '.join(config['networks'])}): fix the name or add the network"
+        )
+    return chosen
+
+
+def experiment_outputs():
+    """The CSVs and figures of the experiments switched on, for each network they run on."""
+    outputs = []
+    for name, enabled in config["experiments"].items():
+        if not enabled:
+            continue
+        experiment = EXPERIMENTS[name]
+        networks = experiment_networks(name)
+        outputs += study_paths(
+            rules.measure.output.csv, network=networks, measure=experiment.csv
+        )
+        if experiment.figure:
+            outputs += study_paths(
+                rules.figure_experiment.output.png,
+                network=networks,
+                figure=experiment.figure,
+            )
+    return outputs
