@@ -58,7 +58,7 @@ def test_mnist_missing_no_download(tmp_path):
 
 def test_unknown_dataset_source(tmp_path):
     proc = cli("prepare", "imagenet", "--out", tmp_path / "x.h5", check=False)
-    assert_one_line_error(proc, "unknown dataset 'imagenet'")
+    assert_one_line_error(proc, "invalid choice: 'imagenet'", "mnist", "synthetic")
     assert not (tmp_path / "x.h5").exists()
 
 

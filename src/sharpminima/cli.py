@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import sys
+import typing
 from datetime import datetime
 
 # Before torch loads OpenMP: spin briefly, then sleep. With the default spin (300,000) several
@@ -23,7 +24,7 @@ import torch  # noqa: E402
 
 from . import __version__
 from .errors import UserError
-from .registry import FIGURES, MEASURES, SOURCES, STAGES
+from .registry import FIGURES, MEASURES, STAGES
 
 
 def _log(message: str) -> None:
@@ -50,21 +51,29 @@ def _write_csv(table, out: str) -> None:
     _log(f"wrote {out}")
 
 
+def _kinds(cls) -> dict[str, type]:
+    """Each field's type, `X | None` read as X."""
+    hints = typing.get_type_hints(cls)
+    none = type(None)
+    return {n: next((t for t in typing.get_args(h) if t is not none), h) for n, h in hints.items()}
+
+
 def _settings(cls, args: argparse.Namespace, **overrides):
     """A settings dataclass from the options of the same names; --threads applied on the way."""
     _threads(args)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(args).items() if k in fields} | overrides)
+    kinds = _kinds(cls)
+    given = {k: bool(v) if kinds[k] is bool else v for k, v in vars(args).items() if k in kinds}
+    return cls(**given | overrides)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from . import data
 
-    if args.name == "mnist":
+    if args.source == "mnist":
         data.prepare_mnist(args.root, args.out, download=not args.no_download)
-    elif args.name in data.CIFAR:
-        data.prepare_cifar(args.name, args.root, args.out, download=not args.no_download)
-    elif args.name == "timit-kaldi":
+    elif args.source in data.CIFAR:
+        data.prepare_cifar(args.source, args.root, args.out, download=not args.no_download)
+    elif args.source == "timit-kaldi":
         from .kaldi import KaldiSplit, prepare_timit_kaldi
 
         base = os.path.join(args.root, "timit-kaldi")
@@ -80,30 +89,27 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             splits["train"],
             splits["test"],
             context=args.context,
-            cmvn=args.cmvn or "none",
-            classes=args.classes or 0,
+            cmvn=args.cmvn,
+            classes=args.classes,
             allow_pipes=args.allow_pipes,
             kaldi_root=args.kaldi_root,
             log=_log,
         )
-    elif args.name == "timit-raw":
+    elif args.source == "timit-raw":
         from .timit import prepare_timit_raw
 
         corpus = args.corpus or os.path.join(args.root, "TIMIT")
-        cmvn = args.cmvn or "mean"
-        prepare_timit_raw(args.out, corpus, args.phones, args.context, cmvn, log=_log)
-    elif args.name == "synthetic":
+        prepare_timit_raw(args.out, corpus, args.phones, args.context, args.cmvn, log=_log)
+    else:
         data.make_synthetic(
             args.out,
             args.n_train,
             args.n_test,
             _shape(args.input_shape),
-            10 if args.classes is None else args.classes,
+            args.classes,
             seed=args.seed,
             noise=args.noise,
         )
-    else:
-        raise UserError(f"unknown dataset {args.name!r}: choose one of {', '.join(SOURCES)}")
     _log(f"wrote {args.out}")
 
 
@@ -169,7 +175,7 @@ def cmd_tables(args: argparse.Namespace) -> None:
 def cmd_landscape(args: argparse.Namespace) -> None:
     from .landscape import LandscapeConfig, landscape
 
-    cfg = _settings(LandscapeConfig, args, buffers=bool(args.buffers))
+    cfg = _settings(LandscapeConfig, args)
     landscape(args.sb, args.lb, args.out, cfg, args.device, _log, args.other_starts)
     _log(f"wrote {args.out}")
 
@@ -228,35 +234,197 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         _log(f"wrote {path}")
 
 
-def _style_options(p: argparse.ArgumentParser) -> None:
-    """Figure style: the config's `figures` section; unset options keep figures.Style's."""
-    keep = argparse.SUPPRESS
-    p.add_argument("--width", type=float, default=keep, help="inches (default: one column, 3.4)")
-    p.add_argument("--height", type=float, default=keep, help="panel height, inches (2.4)")
-    p.add_argument("--font-size", type=float, default=keep, help="points (8)")
-    p.add_argument("--dpi", type=int, default=keep, help="PNG resolution (300)")
+def _add_settings(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One option per field of a settings dataclass: its name, type, default and help."""
+    kinds = _kinds(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag, kind, help = "--" + f.name.replace("_", "-"), kinds[f.name], f.metadata["help"]
+        if f.default is dataclasses.MISSING:
+            p.add_argument(flag, type=kind, required=True, help=help)
+        elif kind is bool and not f.default:
+            p.add_argument(flag, action="store_true", help=help)
+        elif kind is bool:
+            p.add_argument(flag, type=int, choices=(0, 1), default=1, help=f"{help}: 1 or 0")
+        else:
+            shown = "" if f.default is None else f" (default {f.default})"
+            p.add_argument(flag, type=kind, default=f.default, help=help + shown)
 
 
-def _sharpness_options(p: argparse.ArgumentParser) -> None:
-    """Metric 2.1's settings (all but the BatchNorm mode) and where it runs."""
-    p.add_argument("--eps", type=float, default=1e-3, help="box size ε")
-    p.add_argument("--space", default="full", help="full (A = I) or random (A: n×dim)")
-    p.add_argument("--dim", type=int, default=100, help="random subspace dimension p")
-    p.add_argument("--iters", type=int, default=10, help="L-BFGS-B iterations")
-    p.add_argument("--chunk", type=int, default=5000, help="examples per chunk of f")
-    p.add_argument("--start", default="zero", help="zero, random or multistart")
-    p.add_argument("--starts", type=int, default=4, help="random starts of multistart")
-    p.add_argument("--seed", type=int, default=0, help="seed of A and of random starts")
-    p.add_argument("--gtol", type=float, default=0.0, help="L-BFGS-B gtol (0: never)")
-    p.add_argument("--ftol", type=float, default=0.0, help="L-BFGS-B ftol (0: never)")
-    p.add_argument("--cache-mb", type=float, default=2048, help="memory for A (else regenerated)")
+def _runs_on(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
 
 
-def _stage(sub, name: str) -> argparse.ArgumentParser:
-    """The subcommand of a workflow stage, described as the registry describes it."""
-    return sub.add_parser(name, help=STAGES[name].help)
+def _prepare_options(p: argparse.ArgumentParser) -> None:
+    """One sub-command per dataset source, each with its own options only."""
+    sources = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
+
+    def source(name: str, help: str, root: str | None) -> argparse.ArgumentParser:
+        s = sources.add_parser(name, help=help)
+        s.add_argument("--out", required=True, help="dataset file to write (.h5)")
+        if root:
+            s.add_argument("--root", default="data", help=f"folder holding {root}")
+        return s
+
+    images = {
+        "mnist": "MNIST/raw",
+        "cifar10": "cifar-10-batches-py",
+        "cifar100": "cifar-100-python",
+    }
+    for name, folder in images.items():
+        s = source(name, f"{name} (torchvision's files; downloaded if missing)", folder)
+        s.add_argument("--no-download", action="store_true", help="never download")
+    kaldi = source("timit-kaldi", "TIMIT frames from Kaldi tables (docs/timit.md)", "timit-kaldi/")
+    for split in ("train", "test"):
+        kaldi.add_argument(
+            f"--{split}",
+            help=f"{split} data directory, scp/ark or rspecifier (ROOT/timit-kaldi/{split})",
+        )
+        kaldi.add_argument(
+            f"--{split}-ali",
+            nargs="+",
+            help=f"ali-to-pdf outputs (default ROOT/timit-kaldi/{split}/pdf.ark)",
+        )
+    kaldi.add_argument("--context", type=int, default=4, help="frames spliced each side (4)")
+    kaldi.add_argument("--cmvn", default="none", help="none (default), mean or meanvar")
+    kaldi.add_argument("--classes", type=int, default=0, help="pdfs (0: from the alignments)")
+    kaldi.add_argument("--kaldi-root", default=None, help="folder relative scp paths start from")
+    kaldi.add_argument("--allow-pipes", action="store_true", help="run 'command |' tables")
+    raw = source("timit-raw", "TIMIT frames from the LDC corpus (docs/timit.md)", "TIMIT/")
+    raw.add_argument("--corpus", help="the TIMIT folder (default ROOT/TIMIT)")
+    raw.add_argument("--phones", type=int, default=39, help="39 (default), 48 or 61 classes")
+    raw.add_argument("--context", type=int, default=4, help="frames spliced each side (4)")
+    raw.add_argument("--cmvn", default="mean", help="none, mean (default) or meanvar")
+    syn = source("synthetic", "Gaussian class clusters, for tests and demos", None)
+    syn.add_argument("--n-train", type=int, default=1000, help="training examples (1000)")
+    syn.add_argument("--n-test", type=int, default=200, help="test examples (200)")
+    syn.add_argument("--input-shape", default="1,28,28", help="e.g. 1,28,28 (default)")
+    syn.add_argument("--classes", type=int, default=10, help="number of classes (10)")
+    syn.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    syn.add_argument("--noise", type=float, default=1.0, help="cluster spread (1.0)")
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    from .training import TrainConfig
+
+    p.add_argument("--data", required=True, help="dataset file from `sharpminima prepare`")
+    p.add_argument("--out", required=True, help="run file to write (.h5)")
+    _add_settings(p, TrainConfig)
+    p.add_argument("--warm-run", default=None, help="start from an iterate of this run file")
+    p.add_argument("--warm-epoch", type=int, default=None, help="... at this epoch (0: its x0)")
+    p.add_argument("--label", default="", help="regime name for tables, e.g. SB or LB")
+    _runs_on(p)
+
+
+def _sharpness_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    from .sharpness import SharpnessConfig
+
+    _add_settings(p, SharpnessConfig, skip)
+    p.add_argument("--cache-mb", type=float, default=2048, help="memory for A (else regenerated)")
+    _runs_on(p)
+
+
+def _sharpness_stage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run file from `sharpminima train`")
+    p.add_argument("--out", required=True, help="result file to write (.json)")
+    p.add_argument("--epoch", type=int, default=None, help="a stored epoch (default: final)")
+    p.add_argument("--data", default=None, help="dataset file (default: the run's)")
+    _sharpness_options(p)
+
+
+def _trajectory_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", nargs="+", required=True, help="run files (one trial's SB and LB)")
+    p.add_argument("--bn", nargs="+", default=["batch"], help="BatchNorm modes: batch running")
+    p.add_argument("--every", type=int, default=1, help="every k-th stored epoch (and the last)")
+    p.add_argument("--out", required=True, help="CSV to write")
+    _sharpness_options(p, skip=("bn",))
+
+
+def _landscape_options(p: argparse.ArgumentParser) -> None:
+    from .landscape import LandscapeConfig
+
+    p.add_argument("--sb", required=True, help="SB run file of one trial")
+    p.add_argument("--lb", required=True, help="LB run file of the same trial")
+    p.add_argument("--out", required=True, help="landscape file to write (.h5)")
+    _add_settings(p, LandscapeConfig)
+    p.add_argument(
+        "--other-starts",
+        action="store_true",
+        help="allow runs that start from different x0",
+    )
+    _runs_on(p)
+
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "what",
+        help="curves (Figure 2: accuracy per epoch), distances (from x0), iterations (App. C), "
+        "sweep (Figure 4: --runs, --phi), warmstart (Figure 5: --sb, --lb, --phi), "
+        "remedies (Table 6: --runs, --phi); each also writes OUT.md, the table in Markdown",
+    )
+    p.add_argument("--sb", nargs="+", default=[], help="small-batch runs (warmstart: the source)")
+    p.add_argument("--lb", nargs="+", default=[], help="large-batch runs (warmstart: warm runs)")
+    p.add_argument("--runs", nargs="+", default=[], help="sweep, remedies: the runs")
+    p.add_argument("--phi", nargs="+", default=[], help="sweep, warmstart, remedies: run φ JSONs")
+    p.add_argument("--out", required=True, help="CSV to write")
+
+
+def _directions_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", nargs="+", required=True, help="run files")
+    p.add_argument("--phi", nargs="+", required=True, help="each run's full-space φ JSON")
+    p.add_argument("--count", type=int, default=100, help="directions per run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the directions")
+    p.add_argument("--out", required=True, help="CSV to write")
+    _runs_on(p)
+
+
+def _style_options(p: argparse.ArgumentParser) -> None:
+    """Figure style: the config's `figures` section."""
+    from .figures import Style
+
+    _add_settings(p, Style)
+
+
+def _figure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "kind",
+        help="parametric (Figs. 3, 7; landscape .h5); curves (Fig. 2), perfmodel (App. C) or "
+        "directions, trajectory (Fig. 6), sweep (Fig. 4), warmstart (Fig. 5), remedies "
+        "(App. E) (the CSVs of `measure`, `directions`, `trajectory`)",
+    )
+    p.add_argument("input", help="input file (landscape .h5, or the CSV of `measure`)")
+    p.add_argument("--out", required=True, help="output path; .png and .pdf are written")
+    _style_options(p)
+
+
+def _sensitivity_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sharpness", nargs="+", help="sharpness JSON files of one network")
+    p.add_argument("--out-dir", required=True, help="folder for sensitivity.{csv,md,png,pdf}")
+    _style_options(p)
+
+
+def _tables_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", nargs="*", default=[], help="run files (Table 2)")
+    p.add_argument("--sharpness", nargs="*", default=[], help="sharpness JSON (Tables 3, 4)")
+    p.add_argument("--out-dir", required=True, help="folder for tableN.csv and tableN.md")
+
+
+# Stage -> (what adds its options, what runs it). Options are built for the chosen stage only:
+# building them imports that stage's module, and a job must import no other stage's.
+COMMANDS = {
+    "prepare": (_prepare_options, cmd_prepare),
+    "train": (_train_options, cmd_train),
+    "sharpness": (_sharpness_stage_options, cmd_sharpness),
+    "trajectory": (_trajectory_options, cmd_trajectory),
+    "landscape": (_landscape_options, cmd_landscape),
+    "directions": (_directions_options, cmd_directions),
+    "measure": (_measure_options, cmd_measure),
+    "figure": (_figure_options, cmd_figure),
+    "sensitivity": (_sensitivity_options, cmd_sensitivity),
+    "tables": (_tables_options, cmd_tables),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -267,194 +435,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line, with the options of `command` (None: of every stage)."""
     p = _Parser(prog="sharpminima", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    prep = _stage(sub, "prepare")
-    prep.add_argument("name", help=f"dataset source: {', '.join(SOURCES)}")
-    prep.add_argument("--out", required=True, help="dataset file to write (.h5)")
-    prep.add_argument(
-        "--root",
-        default="data",
-        help="mnist, cifar, timit: folder holding MNIST/raw, cifar-*-py*/, timit-kaldi/, TIMIT/",
-    )
-    prep.add_argument("--no-download", action="store_true", help="mnist, cifar: never download")
-    for split in ("train", "test"):
-        prep.add_argument(
-            f"--{split}",
-            help=f"timit-kaldi: {split} data directory, scp/ark or rspecifier "
-            f"(default ROOT/timit-kaldi/{split})",
-        )
-        prep.add_argument(
-            f"--{split}-ali",
-            nargs="+",
-            help=f"timit-kaldi: ali-to-pdf outputs (default ROOT/timit-kaldi/{split}/pdf.ark)",
-        )
-    prep.add_argument("--context", type=int, default=4, help="timit: frames spliced each side")
-    prep.add_argument(
-        "--cmvn", default=None, help="timit: none, mean or meanvar (default: kaldi none, raw mean)"
-    )
-    prep.add_argument("--corpus", help="timit-raw: the TIMIT folder (default ROOT/TIMIT)")
-    prep.add_argument("--phones", type=int, default=39, help="timit-raw: 39, 48 or 61 classes")
-    prep.add_argument(
-        "--kaldi-root", default=None, help="timit-kaldi: folder relative scp paths start from"
-    )
-    prep.add_argument(
-        "--allow-pipes", action="store_true", help="timit-kaldi: run 'command |' tables"
-    )
-    prep.add_argument("--n-train", type=int, default=1000, help="synthetic: training examples")
-    prep.add_argument("--n-test", type=int, default=200, help="synthetic: test examples")
-    prep.add_argument("--input-shape", default="1,28,28", help="synthetic: e.g. 1,28,28")
-    prep.add_argument(
-        "--classes",
-        type=int,
-        default=None,
-        help="synthetic: number of classes (10); timit-kaldi: pdfs (default: from alignments)",
-    )
-    prep.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
-    prep.add_argument("--noise", type=float, default=1.0, help="synthetic: cluster spread")
-    prep.set_defaults(func=cmd_prepare)
-
-    sub.add_parser("models", help="list the six networks and their parameter counts").set_defaults(
-        func=cmd_models
-    )
-
-    tr = _stage(sub, "train")
-    tr.add_argument("--network", required=True, help="F1, F2, C1, C2, C3 or C4")
-    tr.add_argument("--data", required=True, help="dataset file from `sharpminima prepare`")
-    tr.add_argument("--out", required=True, help="run file to write (.h5)")
-    tr.add_argument(
-        "--batch-size",
-        type=float,
-        default=256,
-        help="examples per batch, or a fraction of the training set (LB: 0.1)",
-    )
-    tr.add_argument("--optimizer", default="adam", help="adam, sgd or adagrad")
-    tr.add_argument("--lr", type=float, default=None, help="learning rate (default: optimizer's)")
-    tr.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    tr.add_argument("--seed", type=int, default=0, help="trial seed: fixes the initial point")
-    tr.add_argument("--max-epochs", type=int, default=100, help="epoch cap")
-    tr.add_argument(
-        "--stop",
-        default="val_loss",
-        help="val_loss (default), train_loss or fixed; see docs/training.md",
-    )
-    tr.add_argument("--patience", type=int, default=5, help="epochs without improvement")
-    tr.add_argument("--rel-tol", type=float, default=0.0, help="relative improvement needed")
-    tr.add_argument(
-        "--val-size",
-        type=float,
-        default=5000,
-        help="validation examples (or fraction) carved from training, val_loss only",
-    )
-    tr.add_argument("--save-every", type=int, default=1, help="keep every k-th epoch's iterate")
-    tr.add_argument("--eval-bn", default="batch", help="BatchNorm when measuring: batch|running")
-    tr.add_argument("--eval-chunk", type=int, default=5000, help="examples per evaluation chunk")
-    tr.add_argument("--augment", action="store_true", help="E.1: flips, rotations, shifts")
-    tr.add_argument("--proximal", type=float, default=0.0, help="E.2: conservative λ (0: off)")
-    tr.add_argument("--proximal-steps", type=int, default=3, help="E.2: steps per batch")
-    tr.add_argument("--fgsm", type=float, default=0.0, help="E.3: ε of FGSM examples (0: off)")
-    tr.add_argument("--fgsm-weight", type=float, default=0.5, help="E.3: their loss share")
-    tr.add_argument("--stability", type=float, default=0.0, help="E.3: stability α (0: off)")
-    tr.add_argument("--stability-sigma", type=float, default=0.04, help="E.3: its noise σ")
-    tr.add_argument("--warm-run", default=None, help="start from an iterate of this run file")
-    tr.add_argument("--warm-epoch", type=int, default=None, help="... at this epoch (0: its x0)")
-    tr.add_argument("--label", default="", help="regime name for tables, e.g. SB or LB")
-    tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    tr.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    tr.set_defaults(func=cmd_train)
-
-    sh = _stage(sub, "sharpness")
-    sh.add_argument("run", help="run file from `sharpminima train`")
-    sh.add_argument("--out", required=True, help="result file to write (.json)")
-    sh.add_argument("--epoch", type=int, default=None, help="a stored epoch (default: final)")
-    sh.add_argument("--data", default=None, help="dataset file (default: the run's)")
-    _sharpness_options(sh)
-    sh.add_argument("--bn", default="batch", help="BatchNorm statistics in f: batch|running")
-    sh.set_defaults(func=cmd_sharpness)
-
-    tj = _stage(sub, "trajectory")
-    tj.add_argument("--runs", nargs="+", required=True, help="run files (one trial's SB and LB)")
-    tj.add_argument("--bn", nargs="+", default=["batch"], help="BatchNorm modes: batch running")
-    tj.add_argument("--every", type=int, default=1, help="every k-th stored epoch (and the last)")
-    tj.add_argument("--out", required=True, help="CSV to write")
-    _sharpness_options(tj)
-    tj.set_defaults(func=cmd_trajectory)
-
-    la = _stage(sub, "landscape")
-    la.add_argument("--sb", required=True, help="SB run file of one trial")
-    la.add_argument("--lb", required=True, help="LB run file of the same trial")
-    la.add_argument("--out", required=True, help="landscape file to write (.h5)")
-    la.add_argument("--kind", default="linear", help="linear (Fig. 3) or curvilinear (Fig. 7)")
-    la.add_argument("--start", type=float, default=-1.0, help="first α")
-    la.add_argument("--stop", type=float, default=2.0, help="last α")
-    la.add_argument("--points", type=int, default=25, help="number of α")
-    la.add_argument("--bn", default="batch", help="BatchNorm statistics: batch|running")
-    la.add_argument("--chunk", type=int, default=5000, help="examples per evaluation chunk")
-    la.add_argument(
-        "--buffers",
-        type=int,
-        choices=(0, 1),
-        default=1,
-        help="1: interpolate BatchNorm running statistics too; 0: keep SB's",
-    )
-    la.add_argument(
-        "--other-starts", action="store_true", help="allow runs that start from different x0"
-    )
-    la.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    la.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    la.set_defaults(func=cmd_landscape)
-
-    me = _stage(sub, "measure")
-    me.add_argument(
-        "what",
-        help="curves (Figure 2: accuracy per epoch), distances (from x0), iterations (App. C), "
-        "sweep (Figure 4: --runs, --phi), warmstart (Figure 5: --sb, --lb, --phi), "
-        "remedies (Table 6: --runs, --phi); each also writes OUT.md, the table in Markdown",
-    )
-    me.add_argument("--sb", nargs="+", default=[], help="small-batch runs (warmstart: the source)")
-    me.add_argument("--lb", nargs="+", default=[], help="large-batch runs (warmstart: warm runs)")
-    me.add_argument("--runs", nargs="+", default=[], help="sweep, remedies: the runs")
-    me.add_argument("--phi", nargs="+", default=[], help="sweep, warmstart, remedies: run φ JSONs")
-    me.add_argument("--out", required=True, help="CSV to write")
-    me.set_defaults(func=cmd_measure)
-
-    di = _stage(sub, "directions")
-    di.add_argument("--runs", nargs="+", required=True, help="run files")
-    di.add_argument("--phi", nargs="+", required=True, help="each run's full-space φ JSON")
-    di.add_argument("--count", type=int, default=100, help="directions per run")
-    di.add_argument("--seed", type=int, default=0, help="seed of the directions")
-    di.add_argument("--out", required=True, help="CSV to write")
-    di.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    di.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    di.set_defaults(func=cmd_directions)
-
-    fg = _stage(sub, "figure")
-    fg.add_argument(
-        "kind",
-        help="parametric (Figs. 3, 7; landscape .h5); curves (Fig. 2), perfmodel (App. C) or "
-        "directions, trajectory (Fig. 6), sweep (Fig. 4), warmstart (Fig. 5), remedies "
-        "(App. E) (the CSVs of "
-        "`measure`, `directions`, `trajectory`)",
-    )
-    fg.add_argument("input", help="input file (landscape .h5, or the CSV of `measure`)")
-    fg.add_argument("--out", required=True, help="output path; .png and .pdf are written")
-    _style_options(fg)
-    fg.set_defaults(func=cmd_figure)
-
-    se = _stage(sub, "sensitivity")
-    se.add_argument("sharpness", nargs="+", help="sharpness JSON files of one network")
-    se.add_argument("--out-dir", required=True, help="folder for sensitivity.{csv,md,png,pdf}")
-    _style_options(se)
-    se.set_defaults(func=cmd_sensitivity)
-
-    tb = _stage(sub, "tables")
-    tb.add_argument("--runs", nargs="*", default=[], help="run files (Table 2)")
-    tb.add_argument("--sharpness", nargs="*", default=[], help="sharpness JSON (Tables 3, 4)")
-    tb.add_argument("--out-dir", required=True, help="folder for tableN.csv and tableN.md")
-    tb.set_defaults(func=cmd_tables)
+    for name, stage in STAGES.items():
+        options, run = COMMANDS[name]
+        stage_parser = sub.add_parser(name, help=stage.help)
+        if command in (name, None):
+            options(stage_parser)
+        stage_parser.set_defaults(func=run)
+    models = sub.add_parser("models", help="list the six networks and their parameter counts")
+    models.set_defaults(func=cmd_models)
     return p
 
 
@@ -473,7 +466,8 @@ def _os_error(e: OSError, out: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = parser(argv[0] if argv else None).parse_args(argv)
     try:
         from .atomic import check_writable
 
@@ -489,7 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sharpminima {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"sharpminima {args.command}: interrupted; run it again to resume", file=sys.stderr)
+        print(
+            f"sharpminima {args.command}: interrupted; run it again to resume",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

@@ -16,16 +16,17 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .atomic import atomic_path  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .landscape import read_landscape  # noqa: E402
+from .settings import setting  # noqa: E402
 
 
 @dataclass(frozen=True)
 class Style:
     """What a user tunes for a venue (config key `figures`); changing it redraws figures only."""
 
-    width: float = 3.4  # inches: one column of a two-column paper
-    height: float = 2.4  # inches, of one panel
-    font_size: float = 8.0  # points; tick labels and legends one point smaller
-    dpi: int = 300  # of the PNG (the PDF is vector)
+    width: float = setting(3.4, "inches (one column of a two-column paper)")
+    height: float = setting(2.4, "inches, of one panel")
+    font_size: float = setting(8.0, "points; tick labels and legends one point smaller")
+    dpi: int = setting(300, "of the PNG (the PDF is vector)")
 
     def rc(self) -> dict[str, float]:
         small = self.font_size - 1

@@ -24,6 +24,7 @@ import torch
 from .atomic import open_h5
 from .errors import UserError, require_finite
 from .runtime import device_name, evaluate, pick_device, versions
+from .settings import setting
 from .store import Run
 
 KINDS = ("linear", "curvilinear")
@@ -32,13 +33,13 @@ COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 @dataclass(frozen=True)
 class LandscapeConfig:
-    kind: str = "linear"
-    start: float = -1.0
-    stop: float = 2.0
-    points: int = 25  # the authors' code: 25 points on [-1, 2]
-    bn: str = "batch"
-    chunk: int = 5000
-    buffers: bool = True  # interpolate BatchNorm running statistics too (else keep x_SB's)
+    kind: str = setting("linear", "linear (Fig. 3) or curvilinear (Fig. 7)")
+    start: float = setting(-1.0, "first α")
+    stop: float = setting(2.0, "last α")
+    points: int = setting(25, "number of α (the authors' code: 25 on [-1, 2])")
+    bn: str = setting("batch", "BatchNorm statistics: batch or running")
+    chunk: int = setting(5000, "examples per evaluation chunk")
+    buffers: bool = setting(True, "interpolate BatchNorm running statistics too (else SB's)")
 
     def alphas(self) -> np.ndarray:
         require_finite(self)

@@ -23,6 +23,7 @@ from .errors import UserError, require_finite
 from .lbfgsb import minimize_in_box
 from .models import evaluation
 from .runtime import chunks, device_name, pick_device, versions
+from .settings import setting
 from .store import Run
 
 SPACES = ("full", "random")
@@ -34,17 +35,17 @@ BLOCK_ROWS = 1 << 16  # rows of A generated per block (each block has its own se
 class SharpnessConfig:
     """Everything that changes φ (docs/sharpness.md)."""
 
-    eps: float = 1e-3
-    space: str = "full"
-    dim: int = 100  # p, random space only
-    iters: int = 10  # L-BFGS-B iterations
-    bn: str = "batch"  # BatchNorm statistics in f: 'batch' (authors' Keras) or 'running'
-    chunk: int = 5000
-    start: str = "zero"
-    starts: int = 4  # random starts tried by 'multistart' (besides y = 0)
-    seed: int = 0  # A and random starts
-    gtol: float = 0.0  # 0: never stop on a small gradient (at a minimizer it *is* small)
-    ftol: float = 0.0
+    eps: float = setting(1e-3, "box size ε")
+    space: str = setting("full", "full (A = I) or random (A: n×dim)")
+    dim: int = setting(100, "random subspace dimension p")
+    iters: int = setting(10, "L-BFGS-B iterations")
+    bn: str = setting("batch", "BatchNorm statistics in f: batch (authors' Keras) or running")
+    chunk: int = setting(5000, "examples per chunk of f")
+    start: str = setting("zero", "zero, random or multistart")
+    starts: int = setting(4, "random starts tried by multistart (besides y = 0)")
+    seed: int = setting(0, "seed of A and of random starts")
+    gtol: float = setting(0.0, "L-BFGS-B gtol (0: never; at a minimizer the gradient is small)")
+    ftol: float = setting(0.0, "L-BFGS-B ftol (0: never)")
 
     def check(self) -> None:
         require_finite(self)

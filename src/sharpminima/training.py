@@ -31,6 +31,7 @@ from .data import Dataset, load_dataset
 from .errors import UserError, require_finite
 from .models import build, check_fits
 from .runtime import chunks, device_name, evaluate, pick_device, versions
+from .settings import setting
 from .store import Run, write_run
 
 OPTIMIZERS = {"adam": 1e-3, "sgd": 1e-2, "adagrad": 1e-2}  # Keras/PyTorch default learning rates
@@ -42,28 +43,28 @@ VAL_SPLIT_SEED = 0  # the validation split is a property of the dataset, not of 
 class TrainConfig:
     """Everything that changes a run's result (documented in docs/training.md)."""
 
-    network: str
-    batch_size: float = 256  # an integer count, or a fraction (0, 1) of the training set
-    optimizer: str = "adam"
-    lr: float | None = None  # None: the optimizer's default
-    momentum: float = 0.9  # SGD only
-    seed: int = 0
-    max_epochs: int = 100
-    stop: str = "val_loss"
-    patience: int = 5
-    rel_tol: float = 0.0
-    val_size: float = 5000  # count or fraction; carved out only when stop == "val_loss"
-    save_every: int = 1
-    eval_bn: str = "batch"
-    eval_chunk: int = 5000
+    network: str = setting(help="F1, F2, C1, C2, C3 or C4")
+    batch_size: float = setting(256, "examples per batch, or a fraction of the training set")
+    optimizer: str = setting("adam", "adam, sgd or adagrad")
+    lr: float | None = setting(None, "learning rate (default: the optimizer's)")
+    momentum: float = setting(0.9, "SGD momentum")
+    seed: int = setting(0, "trial seed: fixes the initial point")
+    max_epochs: int = setting(100, "epoch cap")
+    stop: str = setting("val_loss", "val_loss, train_loss or fixed; see docs/training.md")
+    patience: int = setting(5, "epochs without improvement")
+    rel_tol: float = setting(0.0, "relative improvement needed")
+    val_size: float = setting(5000, "validation examples (or fraction); val_loss only")
+    save_every: int = setting(1, "keep every k-th epoch's iterate")
+    eval_bn: str = setting("batch", "BatchNorm when measuring: batch or running")
+    eval_chunk: int = setting(5000, "examples per evaluation chunk")
     # Appendix E's remedies (remedies.py, docs/remedies.md); the defaults switch them off.
-    augment: bool = False  # E.1: flips, rotations ≤ 10°, translations ≤ 0.2 (images only)
-    proximal: float = 0.0  # E.2: λ of conservative training (paper 1e-3); 0: off
-    proximal_steps: int = 3  # E.2: ADAM iterations on each batch's sub-problem
-    fgsm: float = 0.0  # E.3: ε of FGSM examples mixed into each batch; 0: off
-    fgsm_weight: float = 0.5  # their share of the loss
-    stability: float = 0.0  # E.3: α of stability training's KL term; 0: off
-    stability_sigma: float = 0.04  # σ of its Gaussian input perturbation
+    augment: bool = setting(False, "E.1: flips, rotations ≤ 10°, shifts ≤ 0.2 (images only)")
+    proximal: float = setting(0.0, "E.2: λ of conservative training (paper 1e-3); 0: off")
+    proximal_steps: int = setting(3, "E.2: ADAM iterations on each batch's sub-problem")
+    fgsm: float = setting(0.0, "E.3: ε of FGSM examples mixed into each batch; 0: off")
+    fgsm_weight: float = setting(0.5, "E.3: their share of the loss")
+    stability: float = setting(0.0, "E.3: α of stability training's KL term; 0: off")
+    stability_sigma: float = setting(0.04, "E.3: σ of its Gaussian input perturbation")
 
     def check(self) -> None:
         require_finite(self)
