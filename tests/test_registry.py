@@ -91,9 +91,11 @@ def test_every_stage_is_a_subcommand_and_every_figure_kind_is_drawn():
     assert kinds <= set(FIGURES)
 
 
-def test_every_experiment_switch_is_in_the_schema():
+def test_every_experiment_switch_and_stage_section_is_in_the_schema():
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     assert set(schema["properties"]["experiments"]["properties"]) == set(EXPERIMENTS)
+    sections = {stage.section for stage in STAGES.values()} - {None}
+    assert sections <= set(schema["properties"]), sections - set(schema["properties"])
 
 
 @pytest.mark.parametrize("stage", ["sharpness", "landscape", "directions", "trajectory"])

@@ -11,6 +11,10 @@ import yaml
 from snakemake.utils import validate
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+# The one software environment of all jobs, named in each of the rules since Snakemake's linter
+# asks each for one; a workflow-level conda directive would instead inject it into Snakemake's
+# own process.
+ENV = "../../envs/sharpminima.yaml"
 
 # This workflow's own package (not whichever copy is installed): the stage registry, which
 # derives each stage's code inputs, and the regimes (src/sharpminima/registry.py, regimes.py).

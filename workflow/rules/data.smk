@@ -9,7 +9,7 @@ rule prepare_dataset:
     log:
         "logs/{study}/prepare/{dataset}.log",
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: 1
     resources:
         mem_mb=4000,

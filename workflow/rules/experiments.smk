@@ -2,7 +2,8 @@
 # (landscape_regimes) of every trial: Figure 2 (accuracy per epoch), distances from the initial
 # point, Appendix C's performance model, f along random directions, Figure 6 (φ along the
 # runs). Figures 4 (batch-size sweep) and 5 (warm starts) add runs of their own regimes
-# (sharpminima.regimes) and read their φ from the sharpness rule, as do Appendix E's remedies (Table 6).
+# (sharpminima.regimes) and read their φ from the sharpness rule, as do Appendix E's remedies
+# (Table 6). One `measure` rule serves every measurement of `sharpminima measure`.
 
 
 rule measure:
@@ -15,7 +16,7 @@ rule measure:
     log:
         "logs/{study}/experiments/{network}/{measure}.log",
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
@@ -37,7 +38,7 @@ rule directions:
     log:
         "logs/{study}/experiments/{network}/directions.log",
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: config["sharpness_threads"]
     resources:
         mem_mb=8000,
@@ -59,7 +60,7 @@ rule trajectory:
     log:
         "logs/{study}/experiments/{network}/trajectory.log",
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: config["sharpness_threads"]
     resources:
         cache_mb=config["sharpness"]["cache_mb"],
@@ -101,7 +102,7 @@ rule figure_experiment:
     log:
         "logs/{study}/figures/{network}/{figure}.log",
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: 1
     resources:
         mem_mb=2000,

@@ -11,7 +11,7 @@ rule landscape:
     log:
         "logs/{study}/landscape/{network}/seed{seed}/{kind}.log",
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: config["sharpness_threads"]
     resources:
         mem_mb=4000,
@@ -40,7 +40,7 @@ rule figure_parametric:
     log:
         "logs/{study}/figures/{network}/seed{seed}/{kind}.log",
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: 1
     resources:
         mem_mb=2000,

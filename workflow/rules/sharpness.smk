@@ -14,7 +14,7 @@ rule sharpness:
     benchmark:
         "results/{study}/benchmarks/sharpness/{network}/{regime}/seed{seed}/{space}_eps{eps}_bn{bn}_{start}.tsv"
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: config["sharpness_threads"]
     resources:
         cache_mb=config["sharpness"]["cache_mb"],  # memory for A; no effect on φ, so no rerun
@@ -48,7 +48,7 @@ rule sensitivity:
     log:
         "logs/{study}/sensitivity/{network}.log",
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: 1
     resources:
         mem_mb=2000,

@@ -11,7 +11,7 @@ rule tables:
     log:
         study_paths("logs/{study}/tables.log"),
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: 1
     resources:
         mem_mb=2000,

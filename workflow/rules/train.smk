@@ -15,7 +15,7 @@ rule train:
     benchmark:
         "results/{study}/benchmarks/train/{network}/{regime}/seed{seed}.tsv"
     conda:
-        "../../envs/sharpminima.yaml"
+        ENV
     threads: config["train_threads"]
     resources:
         mem_mb=8000,
