@@ -350,9 +350,7 @@ def _landscape_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="landscape file to write (.h5)")
     _add_settings(p, LandscapeConfig)
     p.add_argument(
-        "--other-starts",
-        action="store_true",
-        help="allow runs that start from different x0",
+        "--other-starts", action="store_true", help="allow runs that start from different x0"
     )
     _runs_on(p)
 
@@ -483,10 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sharpminima {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"sharpminima {args.command}: interrupted; run it again to resume",
-            file=sys.stderr,
-        )
+        print(f"sharpminima {args.command}: interrupted; run it again to resume", file=sys.stderr)
         return 130
     return 0
 

@@ -1,8 +1,7 @@
 """Random directions (issue 6): how f rises along random unit directions around a minimizer.
 
-The paper reads its full-space and random-subspace φ as: around an LB minimizer f rises steeply
-only along a small subspace. This samples the full space directly, at the radius of the box of
-the run's own φ.
+Its own module, beside sharpness.py whose loss and box it reuses, so that its jobs rerun when the
+solver or the box changes and never when the trainer does.
 """
 
 from __future__ import annotations
