@@ -43,6 +43,7 @@ include: "workflow/rules/sharpness.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/experiments.smk"
+include: "workflow/rules/panel.smk"
 
 
 # ---- Jobs that run where Snakemake runs (seconds each; not worth a cluster queue) ----------
@@ -52,6 +53,7 @@ localrules:
     figure_parametric,
     measure,
     figure_experiment,
+    panel,
     sensitivity,
     sensitivity_report,
 

@@ -6,10 +6,11 @@ import dataclasses
 import pytest
 import yaml
 
+from sharpminima import adaptive, curvature
 from sharpminima.cli import parser
 from sharpminima.figures import Style
 from sharpminima.landscape import LandscapeConfig
-from sharpminima.registry import SOURCES
+from sharpminima.registry import PANEL, PANEL_STAGES, SOURCES
 from sharpminima.sharpness import SharpnessConfig
 from sharpminima.training import TrainConfig
 
@@ -35,6 +36,23 @@ def test_schema_defaults_are_the_dataclass_defaults(schema, cls):
     for key, spec in schema.items():
         if key in fields and key not in WORKFLOW_ONLY and "default" in spec:
             assert spec["default"] == fields[key], key
+
+
+@pytest.mark.parametrize("stage, module", [("curvature", curvature), ("adaptive", adaptive)])
+def test_each_panel_measures_schema_is_its_settings_dataclass(stage, module):
+    """A panel stage's section: shared keys (bn, chunk, seed), then one object per measure;
+    together they are exactly the fields of that measure's dataclass, with its defaults."""
+    schema = CONFIG[stage]["properties"]
+    assert tuple(module.MEASURES) == PANEL_STAGES[stage]
+    shared = {k: v for k, v in schema.items() if k not in module.MEASURES}
+    for what, (cls, _) in module.MEASURES.items():
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        keys = shared | schema[what]["properties"]
+        assert set(keys) == set(fields), (what, set(keys) ^ set(fields))
+        for key, spec in keys.items():
+            assert spec["default"] == fields[key], (what, key)
+    measures = CONFIG["panel"]["properties"]["measures"]
+    assert measures["items"]["enum"] == measures["default"] == list(PANEL)
 
 
 # The arguments each subcommand needs besides its settings.

@@ -4,9 +4,10 @@ workflow/profiles/slurm.
 tests/slurm/cluster.sh installs Debian's slurm-wlm and munge (upgrading nothing the host has),
 starts the daemons on loopback without accounting (finished jobs stay in squeue for an hour,
 where the executor plugin reads their states), and stops every daemon it started by PID. The
-outputs must equal a local run's: same code, same threads, same CPU, so the same bits. Only F1's
-chain is sent (F2 and C1 add nothing the profile could get wrong, and the node's one GPU runs
-GPU jobs one at a time).
+outputs must equal a local run's: same code, same threads, same CPU, so the same bits. Only one
+target of each rule that runs on a node is sent, from F1's chain (more instances of the same
+rules add nothing the profile could get wrong, and the node's one GPU runs GPU jobs one at a
+time: sending the whole F1 chain took 12 of CI's minutes).
 """
 
 from __future__ import annotations
@@ -83,19 +84,37 @@ def assert_same_results(a: Path, b: Path) -> None:
         ours, theirs = json.loads(phi.read_text()), json.loads((b / phi.relative_to(a)).read_text())
         for key in ("phi", "f_x", "f_max", "nit", "nfev", "message", "threads"):
             assert ours[key] == theirs[key], (phi, key)
+    for stage in ("curvature", "adaptive"):
+        for result in (a / "results/smoke" / stage).rglob("*.json"):
+            ours = json.loads(result.read_text())
+            theirs = json.loads((b / result.relative_to(a)).read_text())
+            assert ours.pop("seconds") > 0 and theirs.pop("seconds") > 0
+            assert ours == theirs, result
     for line in (a / "results/smoke/landscape").rglob("*.h5"):
         ours, theirs = read_landscape(line)[1], read_landscape(b / line.relative_to(a))[1]
         for key in ours:
             assert (ours[key] == theirs[key]).all(), (line, key)
 
 
+# F1's chain, one target of each rule that runs on a node: the study's φ (full space), one
+# parametric figure (landscape), random directions, Figure 6's trajectory and one measure of
+# each panel stage. Every other job of the smoke preset is another instance of these rules.
+TARGETS = [
+    *(f"results/smoke/sharpness/F1/{r}/seed{s}/full_eps0.001_bnbatch_zero.json"
+      for r in ("SB", "LB") for s in (0, 1)),
+    "results/smoke/figures/F1/seed0/linear.png",
+    "results/smoke/experiments/F1/directions.csv",
+    "results/smoke/experiments/F1/trajectory.csv",
+    "results/smoke/curvature/F1/LB/seed0/eigenvalues.json",
+    "results/smoke/adaptive/F1/SB/seed1/linf.json",
+]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_smoke_preset_through_slurm_matches_local_run(slurm_env, smoke_run, tmp_path):
-    f1 = [smoke_run / "results/smoke/figures/F1", smoke_run / "results/smoke/sharpness/F1"]
-    targets = [p.relative_to(smoke_run) for d in f1 for p in d.rglob("*.*") if p.suffix != ".pdf"]
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", REPO / "Snakefile", "--directory", tmp_path]
-        + targets
+        + TARGETS
         + ["--workflow-profile", REPO / "workflow/profiles/slurm", "--configfile", SMOKE]
         + ["--slurm-init-seconds-before-status-checks", "2", "--slurm-status-command", "squeue"],
         env=slurm_env,
@@ -108,13 +127,12 @@ def test_smoke_preset_through_slurm_matches_local_run(slurm_env, smoke_run, tmp_
     ).stdout
     jobs = json.loads(squeue)["jobs"]
     rules = sorted(job["comment"].split("_wildcards")[0] for job in jobs)
-    # Every job but the local rules (tables, figures) went through SLURM and completed; the
-    # ones that train or evaluate networks asked for a GPU. Training: SB, LB, the sweep's
-    # batch 16 (2 trials each), the warm starts' source and its 3 LB runs, each its own job.
-    assert rules.count("rule_train") == 4 + 2 + 4 and rules.count("rule_sharpness") == 8 + 5
-    assert rules.count("rule_trajectory") == 1, rules
+    # Every job but the local rules (figures) went through SLURM and completed; the ones that
+    # train or evaluate networks asked for a GPU.
+    assert rules.count("rule_train") == 4 and rules.count("rule_sharpness") == 4, rules
+    assert rules.count("rule_trajectory") == 1 and rules.count("rule_panel_measure") == 2, rules
     assert not any(r.startswith(("rule_tables", "rule_figure")) for r in rules), rules
-    gpu_rules = ("train", "sharpness", "landscape", "directions", "trajectory")
+    gpu_rules = ("train", "sharpness", "landscape", "directions", "trajectory", "panel_measure")
     for job in jobs:
         assert job["job_state"] == "COMPLETED", job
         needs_gpu = job["comment"].startswith(tuple(f"rule_{r}_" for r in gpu_rules))

@@ -284,7 +284,8 @@ def code_modules(inputs: list[str]) -> set[str]:
 # Modules every job loads that compute nothing: argument parsing and the stage list. The rules
 # pass every option explicitly, so these are not code inputs (docs/architecture.md).
 COMMAND_LINE = {"cli", "registry", "__main__"}
-MEASURING = ("sharpness", "landscape", "directions", "trajectory", "measure", "figure", "tables")
+MEASURING = ("sharpness", "landscape", "directions", "trajectory", "measure", "figure", "tables",
+             "panel")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -302,7 +303,7 @@ def test_every_module_a_job_imports_is_among_its_code_inputs(smoke_run):
         if rule.startswith(MEASURING):  # measuring never runs the training loop
             assert "training" not in imported | code_modules(inputs), (rule, log)
         checked.add(rule)
-    assert len(checked) == 10, checked  # every rule that runs a command
+    assert len(checked) == 12, checked  # every rule that runs a command
 
 
 # What an edit to each module reruns in a finished smoke run: the rules that hold it among their
@@ -312,7 +313,8 @@ EVERY_PHI = {
     "directions": 3,
     "trajectory": 1,
     "measure": 3,  # Figures 4 and 5, Table 6
-    "figure_experiment": 3 + 3 + 1,
+    "panel": 1,
+    "figure_experiment": 3 + 3 + 1 + 2,  # + the panel's two
     "tables": 1,
     "all": 1,
 }
@@ -324,11 +326,13 @@ ALL_BUT_DATA = {
     "directions": 3,
     "trajectory": 1,
     "figure_parametric": 6,
-    "figure_experiment": 13,
+    "figure_experiment": 15,
+    "panel_measure": 9 * 5 + 2,  # F1's 9 runs × 5 measures, and 2 spectral densities
+    "panel": 1,
     "tables": 1,
     "all": 1,
 }
-FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 13, "all": 1}
+FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 15, "all": 1}
 EDITS = {
     "lbfgsb.py": ({"sharpness", "directions", "trajectory"}, EVERY_PHI),
     "training.py": ({"train"}, ALL_BUT_DATA),
@@ -362,20 +366,22 @@ def test_an_edited_module_reruns_exactly_the_jobs_that_run_it(smoke_run, module)
 def test_figure_style_change_redraws_figures_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
     # F1, F2, C1 × (2 parametric plots; Figure 2, Appendix C, random directions); F1: Figs. 4-6;
-    # C1: Appendix E's remedies
-    assert counts == {"figure_parametric": 6, "figure_experiment": 13, "all": 1, "total": 20}
+    # C1: Appendix E's remedies; F1: the panel's two
+    assert counts == {"figure_parametric": 6, "figure_experiment": 15, "all": 1, "total": 22}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
 @pytest.mark.slow
 def test_sharpness_change_never_retrains(smoke_run):
     counts, _ = rerun_plan(smoke_run, "sharpness: {eps: [0.002], spaces: [full, random]}\n")
-    assert counts == {"sharpness": 24, "tables": 1, "all": 1, "total": 26}
+    # + the panel's φ (first ε) of the sweep's and warm starts' runs, and the panel
+    panel = {"panel": 1, "figure_experiment": 2}
+    assert counts == {"sharpness": 24 + 5, **panel, "tables": 1, "all": 1, "total": 34}
     counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
     # Every φ follows, with what reads φ: random directions (ε = 1e-3), Figure 6's trajectory,
     # the φ of the sweep's and warm starts' runs (Figures 4 and 5) and of the remedies' runs
-    # (Table 6), but no training.
-    assert counts == {**EVERY_PHI, "total": 53}
+    # (Table 6), the panel, but no training.
+    assert counts == {**EVERY_PHI, "total": 56}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
@@ -406,8 +412,10 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
         "sharpness": 8 + 2,
         "trajectory": 1,
         "measure": 3 + 1,  # + the sweep's
-        "figure_experiment": 3 + 2,
-        "total": 33,
+        "figure_experiment": 3 + 2 + 2,
+        "panel_measure": (4 + 2) * 5 + 2,  # the panel of those runs (not the warm starts)
+        "panel": 1,
+        "total": 68,
     }  # no prepare_dataset
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 

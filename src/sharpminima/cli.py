@@ -136,7 +136,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sharpness(args: argparse.Namespace) -> None:
-    from .atomic import atomic_path
     from .sharpness import SharpnessConfig, run_sharpness
 
     cfg = _settings(SharpnessConfig, args)
@@ -146,8 +145,35 @@ def cmd_sharpness(args: argparse.Namespace) -> None:
         f"phi {result['phi']:.6g} (f(x) {result['f_x']:.6g}, max f {result['f_max']:.6g}; "
         f"nit {result['nit']}, nfev {result['nfev']}, {result['seconds']:.1f}s)"
     )
-    with atomic_path(args.out) as tmp:
+    _write_json(result, args.out)
+
+
+def _write_json(result: dict, out: str) -> None:
+    from .atomic import atomic_path
+
+    with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
+    _log(f"wrote {out}")
+
+
+def cmd_curvature(args: argparse.Namespace) -> None:
+    from .curvature import MEASURES, run_curvature
+
+    cfg = _settings(MEASURES[args.what][0], args)
+    which = args.epoch if args.epoch is not None else "final"
+    result = run_curvature(args.run, cfg, which, args.data, args.device, _log)
+    _log(f"{args.what} done: {result['hvp']} Hessian-vector products, {result['seconds']:.1f}s")
+    _write_json(result, args.out)
+
+
+def cmd_adaptive(args: argparse.Namespace) -> None:
+    from .adaptive import MEASURES, run_adaptive
+
+    cfg = _settings(MEASURES[args.what][0], args)
+    which = args.epoch if args.epoch is not None else "final"
+    result = run_adaptive(args.run, cfg, which, args.data, args.device, _log)
+    _log(f"{args.what} sharpness {result['sharpness']:.6g} ({result['seconds']:.1f}s)")
+    _write_json(result, args.out)
 
 
 def cmd_trajectory(args: argparse.Namespace) -> None:
@@ -224,6 +250,17 @@ def cmd_measure(args: argparse.Namespace) -> None:
     with atomic_path(md) as tmp:
         tmp.write_text(experiments.markdown(table, args.what))
     _log(f"wrote {md}")
+
+
+def cmd_panel(args: argparse.Namespace) -> None:
+    from .panel import write_panel
+
+    written = write_panel(
+        args.runs, args.results, args.density, args.out_dir, args.sb, args.lb, args.bootstrap,
+        args.seed,
+    )  # fmt: skip
+    for path in written:
+        _log(f"wrote {path}")
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
@@ -327,11 +364,38 @@ def _sharpness_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -
 
 
 def _sharpness_stage_options(p: argparse.ArgumentParser) -> None:
+    _measured_iterate(p)
+    _sharpness_options(p)
+
+
+def _measured_iterate(p: argparse.ArgumentParser) -> None:
+    """The run, iterate and output of a measure of one stored iterate."""
     p.add_argument("run", help="run file from `sharpminima train`")
     p.add_argument("--out", required=True, help="result file to write (.json)")
     p.add_argument("--epoch", type=int, default=None, help="a stored epoch (default: final)")
     p.add_argument("--data", default=None, help="dataset file (default: the run's)")
-    _sharpness_options(p)
+
+
+def _measures(p: argparse.ArgumentParser, measures: dict[str, tuple]) -> None:
+    """One sub-command per measure, each with the options of its settings."""
+    sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    for name, (cls, _) in measures.items():
+        m = sub.add_parser(name, help=cls.__doc__)
+        _measured_iterate(m)
+        _add_settings(m, cls)
+        _runs_on(m)
+
+
+def _curvature_options(p: argparse.ArgumentParser) -> None:
+    from .curvature import MEASURES
+
+    _measures(p, MEASURES)
+
+
+def _adaptive_options(p: argparse.ArgumentParser) -> None:
+    from .adaptive import MEASURES
+
+    _measures(p, MEASURES)
 
 
 def _trajectory_options(p: argparse.ArgumentParser) -> None:
@@ -403,6 +467,22 @@ def _sensitivity_options(p: argparse.ArgumentParser) -> None:
     _style_options(p)
 
 
+def _panel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", nargs="+", required=True, help="run files: the population")
+    p.add_argument(
+        "--results",
+        nargs="+",
+        required=True,
+        help="per run: its full-space φ JSON and its curvature/adaptive JSONs",
+    )
+    p.add_argument("--density", nargs="*", default=[], help="curvature density JSONs to draw")
+    p.add_argument("--sb", default="SB", help="small-batch regime of the sign test (SB)")
+    p.add_argument("--lb", default="LB", help="large-batch regime of the sign test (LB)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="resamples for τ's interval")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--out-dir", required=True, help="folder for panel, verdict and density files")
+
+
 def _tables_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", nargs="*", default=[], help="run files (Table 2)")
     p.add_argument("--sharpness", nargs="*", default=[], help="sharpness JSON (Tables 3, 4)")
@@ -415,12 +495,15 @@ COMMANDS = {
     "prepare": (_prepare_options, cmd_prepare),
     "train": (_train_options, cmd_train),
     "sharpness": (_sharpness_stage_options, cmd_sharpness),
+    "curvature": (_curvature_options, cmd_curvature),
+    "adaptive": (_adaptive_options, cmd_adaptive),
     "trajectory": (_trajectory_options, cmd_trajectory),
     "landscape": (_landscape_options, cmd_landscape),
     "directions": (_directions_options, cmd_directions),
     "measure": (_measure_options, cmd_measure),
     "figure": (_figure_options, cmd_figure),
     "sensitivity": (_sensitivity_options, cmd_sensitivity),
+    "panel": (_panel_options, cmd_panel),
     "tables": (_tables_options, cmd_tables),
 }
 

@@ -325,3 +325,70 @@ def remedy_bars(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) 
         ax.legend(bars + marks, names + more, frameon=False, ncol=2, loc="lower left")
         ax.grid(True, axis="y", lw=0.3, alpha=0.5)
         return save(fig, out)
+
+
+PANEL_LABELS = {
+    "phi": "φ (Metric 2.1)",
+    "eigenvalues": "λ_max",
+    "trace": "tr H",
+    "linf": "adaptive ℓ∞ worst case",
+    "l2": "adaptive ℓ2 worst case",
+    "average": "adaptive average case",
+}
+
+
+def _regime_colour(regime: str, sb: str, lb: str) -> str:
+    return {sb: "tab:blue", lb: "tab:red"}.get(regime, "tab:gray")
+
+
+def panel_scatter(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """Each measure (one panel each) against the generalization gap, one point per run: the
+    study's first two regimes (SB, LB) in blue and red, every other run (sweep, warm starts,
+    remedies) in grey. A measure that predicts the gap rises from left to right."""
+    d = _table(csv, "panel", ["regime", "seed", "gap_acc"])
+    measures = [m for m in PANEL_LABELS if m in d]
+    if not measures:
+        raise UserError(f"{csv} holds no measure: pass the panel.csv of `sharpminima panel`")
+    sb, lb = (list(dict.fromkeys(d.regime)) + ["", ""])[:2]
+    cols = min(3, len(measures))
+    rows = -(-len(measures) // cols)
+    with plt.rc_context(style.rc()):
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(style.width * cols / 1.5, style.height * rows), squeeze=False
+        )
+        for ax, m in zip(axes.flat, measures, strict=False):
+            colours = [_regime_colour(r, sb, lb) for r in d.regime]
+            ax.scatter(d[m], d.gap_acc, c=colours, s=10)
+            if (d[m] > 0).all() and d[m].max() > 10 * d[m].min():
+                ax.set_xscale("log")
+            ax.set_xlabel(PANEL_LABELS[m])
+            ax.grid(True, lw=0.3, alpha=0.5)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("train − test acc. (points)")
+        for ax in list(axes.flat)[len(measures) :]:
+            ax.set_visible(False)
+        handles = [plt.Line2D([], [], marker="o", ls="", color=c) for c in ("tab:blue", "tab:red",
+                   "tab:gray")]  # fmt: skip
+        fig.legend(handles, [sb, lb, "other runs"], loc="upper center", ncol=3, frameon=False,
+                   bbox_to_anchor=(0.5, 1.02))  # fmt: skip
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
+        return save(fig, out)
+
+
+def spectral_density(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """The Hessian's smoothed spectral density (log scale) against λ, one line per run: the
+    study's first regime (SB) blue, the second (LB) red."""
+    d = _table(csv, "panel", ["regime", "seed", "eigenvalue", "density"])
+    sb, lb = (list(dict.fromkeys(d.regime)) + ["", ""])[:2]
+    with plt.rc_context(style.rc()):
+        fig, ax = plt.subplots(figsize=(style.width, style.height))
+        for (regime, seed), line in d.groupby(["regime", "seed"], sort=False):
+            floor = line.density.max() * 1e-12
+            colour = _regime_colour(regime, sb, lb)
+            label = f"{regime} trial {seed}"
+            ax.semilogy(line.eigenvalue, line.density.clip(floor), color=colour, label=label)
+        ax.set_xlabel("eigenvalue λ of the Hessian")
+        ax.set_ylabel("density (σ = 1% of the span)")
+        ax.legend()
+        ax.grid(True, lw=0.3, alpha=0.5)
+        return save(fig, out)

@@ -21,6 +21,7 @@ from .errors import UserError
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.1
+BN_MODES = ("batch", "running")  # BatchNorm statistics when evaluating f: see `evaluation`
 VGG_STACKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
@@ -175,7 +176,7 @@ def evaluation(model: nn.Module, bn: str) -> Iterator[nn.Module]:
     evaluation chunk is normalized with its own statistics. Running buffers are detached for the
     duration, so evaluation never changes them.
     """
-    if bn not in ("running", "batch"):
+    if bn not in BN_MODES:
         raise UserError(f"unknown BatchNorm mode {bn!r}: use 'running' or 'batch'")
     was_training = model.training
     model.eval()

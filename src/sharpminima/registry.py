@@ -34,6 +34,12 @@ STAGES = {
     "prepare": Stage(("data",), "datasets", "turn a dataset source into the dataset HDF5 format"),
     "train": Stage(("training",), "training", "train one run (network, batch, seed) into HDF5"),
     "sharpness": Stage(("sharpness",), "sharpness", "Metric 2.1 of a stored iterate (L-BFGS-B)"),
+    "curvature": Stage(
+        ("curvature",), "curvature", "Hessian eigenvalues, trace or spectral density of an iterate"
+    ),
+    "adaptive": Stage(
+        ("adaptive",), "adaptive", "scale-invariant (adaptive) sharpness of an iterate"
+    ),
     "trajectory": Stage(
         ("trajectory",), "trajectory", "φ of stored iterates along runs (Figure 6), as CSV"
     ),
@@ -47,6 +53,9 @@ STAGES = {
     "figure": Stage(("figures",), "figures", "draw a figure (PNG and PDF) from computed results"),
     "sensitivity": Stage(
         ("sensitivity",), "sensitivity", "φ by BatchNorm mode x start x ε: table and figure"
+    ),
+    "panel": Stage(
+        ("panel",), "panel", "every measure of every run, SB/LB sign test, τ with the gap"
     ),
     "tables": Stage(("tables",), None, "Tables 2-4: mean ± std over trials beside the paper"),
 }
@@ -81,6 +90,8 @@ FIGURES = {
     "sweep": "batch_sweep",
     "warmstart": "warm_start",
     "remedies": "remedy_bars",
+    "panel": "panel_scatter",
+    "density": "spectral_density",
 }
 
 
@@ -92,6 +103,10 @@ class Experiment:
     csv: str
     figure: str | None = None
     kind: str | None = None
+    more: tuple[Experiment, ...] = ()  # further CSVs (and figures) the same job writes
+
+    def parts(self) -> tuple[Experiment, ...]:
+        return (self, *self.more)
 
 
 EXPERIMENTS = {
@@ -103,7 +118,16 @@ EXPERIMENTS = {
     "sweep": Experiment("sweep", "sweep", "sweep"),
     "warmstart": Experiment("warmstart", "warmstart", "warmstart"),
     "remedies": Experiment("remedies", "remedies", "remedies"),
+    "panel": Experiment("panel", "panel", "panel", (Experiment("density", "density", "density"),)),
 }
+
+# The sharpness panel: what each stage measures of one iterate (`sharpminima STAGE WHAT`), and
+# its measures besides φ, one number per run each (config panel.measures) -> their stage.
+PANEL_STAGES = {
+    "curvature": ("eigenvalues", "trace", "density"),
+    "adaptive": ("linf", "l2", "average"),
+}
+PANEL = {m: stage for stage, ms in PANEL_STAGES.items() for m in ms if m != "density"}
 
 
 @cache

@@ -15,16 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .errors import UserError, require_finite
 from .lbfgsb import minimize_in_box
-from .models import evaluation
-from .runtime import chunks, device_name, pick_device, versions
+from .objective import Objective
 from .settings import setting
-from .store import Run
+from .store import measure_iterate
 
 SPACES = ("full", "random")
 STARTS = ("zero", "random", "multistart")
@@ -67,33 +64,11 @@ def scaled(rise: float, f_x: float) -> float:
     return rise / (1 + f_x) * 100
 
 
-class Loss:
-    """f(θ) and ∇f(θ): mean cross-entropy over all of (x, y) at flat parameters θ."""
+class Loss(Objective):
+    """f of Metric 2.1: mean cross-entropy over all of (x, y), BatchNorm and chunks as `cfg`."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: SharpnessConfig):
-        self.model, self.x, self.y, self.cfg = model, x, y, cfg
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.theta0 = parameters_to_vector(self.params).detach().clone()
-        self.evaluations = 0
-
-    def __call__(self, theta: torch.Tensor, grad: bool = True) -> tuple[float, torch.Tensor | None]:
-        self.evaluations += 1
-        vector_to_parameters(theta, self.params)
-        for p in self.params:
-            p.grad = None
-        total, n = 0.0, len(self.x)
-        with evaluation(self.model, self.cfg.bn), torch.set_grad_enabled(grad):
-            for s in chunks(n, self.cfg.chunk):
-                loss = F.cross_entropy(self.model(self.x[s]), self.y[s], reduction="sum") / n
-                if grad:
-                    loss.backward()
-                total += loss.item()
-        if not grad:
-            return total, None
-        return total, torch.cat([p.grad.reshape(-1) for p in self.params])
-
-    def restore(self) -> None:
-        vector_to_parameters(self.theta0, self.params)
+        super().__init__(model, (x, y), cfg.bn, cfg.chunk)
 
 
 class Identity:
@@ -279,28 +254,5 @@ def run_sharpness(
 ) -> dict:
     """φ of one stored iterate of a training run, with everything needed to trust the number."""
     cfg.check()
-    run = Run(run_path)
-    data = run.data(data_path)
-    dev = pick_device(device)
-    model = run.model(which).to(dev)
-    n = len(data.x_train)
-    log(f"sharpness of {run_path} ({which}) on {n} examples, {device_name(dev)}: {cfg}")
-    result = sharpness(model, data.x_train.to(dev), data.y_train.to(dev), cfg, cache_mb, log)
-    return result | provenance(run, which, n, dev)
-
-
-def provenance(run: Run, which: str | int, n: int, dev: torch.device) -> dict:
-    """What identifies a φ: the run and iterate, the data, the machine and the versions."""
-    return {
-        "run": str(run.path),
-        "iterate": which,
-        "network": run.attrs["network"],
-        "regime": run.label,
-        "dataset": run.attrs["dataset"],
-        "batch_size": run.attrs["batch_size"],
-        "run_seed": run.attrs["seed"],
-        "n_examples": n,
-        "device": device_name(dev),
-        "threads": torch.get_num_threads(),
-        "versions": versions(),
-    }
+    measure = lambda model, data: sharpness(model, *data, cfg, cache_mb, log)  # noqa: E731
+    return measure_iterate(run_path, which, measure, cfg, data_path, device, log)

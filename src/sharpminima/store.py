@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import h5py
@@ -21,6 +21,7 @@ from .atomic import atomic_path, open_h5
 from .data import Dataset, load_dataset
 from .errors import UserError
 from .models import build
+from .runtime import device_name, pick_device, versions
 
 FORMAT = "sharpminima-run"
 FORMAT_VERSION = 1
@@ -166,6 +167,23 @@ class Run:
         model.load_state_dict(self.state(which))
         return model
 
+    def provenance(self, which: str | int, n: int, device: torch.device) -> dict:
+        """What identifies a number measured on iterate `which` of this run: the run and
+        iterate, the data, the machine and the versions."""
+        return {
+            "run": str(self.path),
+            "iterate": which,
+            "network": self.attrs["network"],
+            "regime": self.label,
+            "dataset": self.attrs["dataset"],
+            "batch_size": self.attrs["batch_size"],
+            "run_seed": self.attrs["seed"],
+            "n_examples": n,
+            "device": device_name(device),
+            "threads": torch.get_num_threads(),
+            "versions": versions(),
+        }
+
 
 def _decode(value: object) -> object:
     if isinstance(value, bytes):
@@ -175,3 +193,24 @@ def _decode(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def measure_iterate(
+    run_path: str | Path,
+    which: str | int,
+    measure: Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], dict],
+    settings: object,
+    data_path: str | Path | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict:
+    """`measure(model, (x, y))` of iterate `which`, on the examples the run trained on, with
+    the provenance that identifies the number; `settings` are logged."""
+    run = Run(run_path)
+    data = run.data(data_path)
+    dev = pick_device(device)
+    model = run.model(which).to(dev)
+    n = len(data.x_train)
+    log(f"measuring {run_path} ({which}) on {n} examples, {device_name(dev)}: {settings}")
+    result = measure(model, (data.x_train.to(dev), data.y_train.to(dev)))
+    return result | run.provenance(which, n, dev)

@@ -18,7 +18,7 @@ import pandas as pd
 from .atomic import atomic_path
 from .errors import UserError
 from .runtime import pick_device
-from .sharpness import SharpnessConfig, provenance, sharpness
+from .sharpness import SharpnessConfig, sharpness
 from .store import Run
 
 
@@ -84,7 +84,7 @@ def trajectory(
             which = _iterate(run, epoch)
             point_cfg = SharpnessConfig(**{**asdict(cfg), "bn": bn})
             result = sharpness(run.model(which).to(dev), x, y, point_cfg, cache_mb)
-            result.update(provenance(run, which, len(x), dev), epoch=epoch, **_recorded(run, epoch))
+            result.update(run.provenance(which, len(x), dev), epoch=epoch, **_recorded(run, epoch))
             with atomic_path(cached) as tmp:
                 tmp.write_text(json.dumps(result))
             log(f"phi {result['phi']:.4g} at f(x) {result['f_x']:.4g} ({result['seconds']:.0f}s)")

@@ -19,7 +19,13 @@ ENV = "../../envs/sharpminima.yaml"
 # This workflow's own package (not whichever copy is installed): the stage registry, which
 # derives each stage's code inputs, and the regimes (src/sharpminima/registry.py, regimes.py).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from sharpminima.registry import EXPERIMENTS, MEASURES, stage_code
+from sharpminima.registry import (
+    EXPERIMENTS,
+    MEASURES,
+    PANEL,
+    PANEL_STAGES,
+    stage_code,
+)
 from sharpminima.regimes import derive
 
 

@@ -170,5 +170,69 @@ def sensitivity_inputs(wildcards):
     )
 
 
-# Figure name -> the experiment that draws it.
-FIGURE_OF = {e.figure: e for e in EXPERIMENTS.values() if e.figure}
+def panel_options(stage, what):
+    """A panel measure's settings: its stage's shared ones (bn, chunk, seed) and its own."""
+    shared = {k: v for k, v in config[stage].items() if not isinstance(v, dict)}
+    return {**shared, **config[stage][what]}
+
+
+def panel_population(network):
+    """The panel's runs of a network as (regime, trial): the study's pair first (SB trials,
+    LB trials), its other regimes, then the runs each switched-on experiment adds."""
+    trials = range(config["trials"])
+    pairs = [
+        (r, s)
+        for r in config["landscape_regimes"] + list(config["regimes"])
+        for s in trials
+    ]
+    on = config["experiments"]
+    if on["sweep"] and network in experiment_networks("sweep"):
+        pairs += [(r, s) for r in R.sweep.values() for s in sweep_seeds()]
+    if on["warmstart"] and network in experiment_networks("warmstart"):
+        pairs += [
+            (r, s) for r in R.warm.values() for s in config["warmstart"]["trials"]
+        ]
+    if on["remedies"] and network in experiment_networks("remedies"):
+        regimes = remedy_run_regimes(network)
+        pairs += [(r, s) for r in regimes for s in remedy_seeds()]
+    return list(dict.fromkeys(pairs))
+
+
+def panel_files(wildcards, pattern, **fixed):
+    """`pattern` for each run of the panel's population, in its order."""
+    return [
+        path
+        for regime, seed in panel_population(wildcards.network)
+        for path in study_paths(
+            pattern, network=wildcards.network, regime=regime, seed=seed, **fixed
+        )
+    ]
+
+
+def panel_results(wildcards):
+    """Each run's full-space φ (the first ε) and its measure of each of panel.measures."""
+    phi = {"space": "full", "eps": config["sharpness"]["eps"][0]}
+    phi.update(bn=config["sharpness"]["bn"], start=config["sharpness"]["start"])
+    files = panel_files(wildcards, rules.sharpness.output.json, **phi)
+    for what in config["panel"]["measures"]:
+        pattern = rules.panel_measure.output.json
+        files += panel_files(wildcards, pattern, stage=PANEL[what], what=what)
+    return files
+
+
+def panel_density(wildcards):
+    """The spectral densities drawn: the study's pair on panel.density_trials."""
+    return study_paths(
+        rules.panel_measure.output.json,
+        network=wildcards.network,
+        regime=config["landscape_regimes"],
+        seed=config["panel"]["density_trials"],
+        stage="curvature",
+        what="density",
+    )
+
+
+# Figure name -> the experiment (or the part of one) whose CSV it draws.
+FIGURE_OF = {
+    part.figure: part for e in EXPERIMENTS.values() for part in e.parts() if part.figure
+}

@@ -56,15 +56,15 @@ def experiment_outputs():
     for name, enabled in config["experiments"].items():
         if not enabled:
             continue
-        experiment = EXPERIMENTS[name]
         networks = experiment_networks(name)
-        outputs += study_paths(
-            rules.measure.output.csv, network=networks, measure=experiment.csv
-        )
-        if experiment.figure:
+        for part in EXPERIMENTS[name].parts():
             outputs += study_paths(
-                rules.figure_experiment.output.png,
-                network=networks,
-                figure=experiment.figure,
+                rules.measure.output.csv, network=networks, measure=part.csv
             )
+            if part.figure:
+                outputs += study_paths(
+                    rules.figure_experiment.output.png,
+                    network=networks,
+                    figure=part.figure,
+                )
     return outputs

@@ -1,0 +1,248 @@
+"""Curvature of f at a minimizer from Hessian-vector products (../shared/docs/MEASURES.md).
+
+- top-k eigenvalues by Lanczos with full reorthogonalisation, stopped by the Ritz residuals:
+  power iteration (PyHessian's `eigenvalues()`) converges at rate λ₂/λ₁, slowly when the top of
+  the spectrum is clustered, which is the flat large-batch case;
+- the trace by Hutchinson's estimator, with its standard error;
+- the spectral density by stochastic Lanczos quadrature (nodes and weights; `density` smooths).
+
+The Lanczos vectors are kept in the model's dtype on its device (F1: 1.2M parameters × 4 bytes
+per step); the tridiagonal matrix is solved in float64. Random vectors are drawn on the CPU, so
+a seed gives the same vectors on every device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import UserError
+from .objective import Data, Evaluation, LossFn, Objective, cross_entropy_sum
+from .settings import setting
+from .store import measure_iterate
+
+MatVec = Callable[[torch.Tensor], torch.Tensor]
+Log = Callable[[str], None] | None
+
+
+@dataclass(frozen=True)
+class EigenConfig(Evaluation):
+    """The k largest eigenvalues of H (Lanczos)."""
+
+    k: int = setting(5, "eigenvalues wanted, the largest")
+    tol: float = setting(1e-3, "stop when each wanted Ritz residual is at most tol × |eigenvalue|")
+    max_steps: int = setting(100, "Lanczos steps at most (each one Hessian-vector product)")
+
+    def check(self) -> None:
+        super().check()
+        if self.k < 1 or self.max_steps < self.k or not 0 < self.tol < 1:
+            raise UserError("need k ≥ 1, max-steps ≥ k and 0 < tol < 1")
+
+
+@dataclass(frozen=True)
+class TraceConfig(Evaluation):
+    """tr(H) by Hutchinson's estimator with Rademacher vectors."""
+
+    rel_se: float = setting(0.05, "stop when the standard error is at most this × |trace|")
+    min_samples: int = setting(10, "samples at least (the standard error needs a few)")
+    max_samples: int = setting(100, "samples at most (each one Hessian-vector product)")
+
+    def check(self) -> None:
+        super().check()
+        if self.rel_se <= 0 or self.min_samples < 2 or self.max_samples < self.min_samples:
+            raise UserError("need rel-se > 0, min-samples ≥ 2 and max-samples ≥ min-samples")
+
+
+@dataclass(frozen=True)
+class DensityConfig(Evaluation):
+    """The spectral density by stochastic Lanczos quadrature."""
+
+    starts: int = setting(1, "random start vectors (the density is their average)")
+    steps: int = setting(50, "Lanczos steps per start (nodes of the quadrature)")
+
+    def check(self) -> None:
+        super().check()
+        if self.starts < 1 or self.steps < 2:
+            raise UserError("need starts ≥ 1 and steps ≥ 2")
+
+
+def _random(n: int, gen: torch.Generator, like: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "rademacher":
+        v = torch.randint(0, 2, (n,), generator=gen, dtype=torch.int8) * 2 - 1
+    else:
+        v = torch.randn(n, generator=gen, dtype=torch.float64)
+        v /= v.norm()
+    return v.to(like)
+
+
+def lanczos(
+    matvec: MatVec,
+    v0: torch.Tensor,
+    steps: int,
+    stop: Callable[[np.ndarray, np.ndarray], bool] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """α (diagonal) and β (off-diagonal, and the norm of the last residual) of T after at most
+    `steps` Lanczos steps from v0, with full reorthogonalisation (twice, classical Gram-Schmidt).
+
+    `stop(alpha, beta)` is asked after every step; the run ends early at an invariant subspace.
+    """
+    q = v0 / v0.norm()
+    basis = [q]
+    alpha, beta = [], []
+    for _ in range(steps):
+        w = matvec(q)
+        alpha.append(float(w @ q))
+        for _ in range(2):
+            for b in basis:
+                w -= (b @ w) * b
+        beta.append(float(w.norm()))
+        a, b = np.array(alpha), np.array(beta)
+        if (stop is not None and stop(a, b)) or beta[-1] <= 1e-10 * max(abs(x) for x in alpha):
+            break
+        q = w / beta[-1]
+        basis.append(q)
+    return np.array(alpha), np.array(beta)
+
+
+def ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ritz values θ (ascending), each one's residual |β_m s_m,i|, and the first components
+    of T's eigenvectors (SLQ's weights are their squares)."""
+    theta, s = np.linalg.eigh(np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1))
+    return theta, np.abs(beta[-1] * s[-1]), s[0]
+
+
+def top_eigenvalues(
+    matvec: MatVec, like: torch.Tensor, cfg: EigenConfig, log: Log = None
+) -> dict[str, object]:
+    """The k largest eigenvalues of the symmetric operator `matvec` (vectors shaped `like`)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    started = time.perf_counter()
+    k = min(cfg.k, like.numel())
+
+    def converged(alpha: np.ndarray, beta: np.ndarray) -> bool:
+        if len(alpha) < k:
+            return False
+        theta, residual, _ = ritz(alpha, beta)
+        ok = residual[-k:] <= cfg.tol * np.abs(theta[-k:])
+        if log is not None:
+            log(
+                f"Lanczos step {len(alpha)}/{cfg.max_steps}: top {theta[-1]:.6g}, "
+                f"{int(ok.sum())}/{k} converged ({time.perf_counter() - started:.0f}s)"
+            )
+        return bool(ok.all())
+
+    v0 = _random(like.numel(), gen, like, "gaussian")
+    alpha, beta = lanczos(matvec, v0, cfg.max_steps, converged)
+    theta, residual, _ = ritz(alpha, beta)
+    order = np.argsort(theta)[::-1][:k]
+    return {
+        "eigenvalues": theta[order].tolist(),
+        "residuals": residual[order].tolist(),
+        "converged": bool(np.all(residual[order] <= cfg.tol * np.abs(theta[order]))),
+        "steps": len(alpha),
+        "lambda_max": float(theta[order[0]]),
+    }
+
+
+def hutchinson(
+    matvec: MatVec, like: torch.Tensor, cfg: TraceConfig, log: Log = None
+) -> dict[str, object]:
+    """tr of the operator as the mean of vᵀHv over Rademacher v, with its standard error."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    samples: list[float] = []
+    se = math.inf
+    while len(samples) < cfg.max_samples:
+        v = _random(like.numel(), gen, like, "rademacher")
+        samples.append(float(v @ matvec(v)))
+        if len(samples) >= cfg.min_samples:
+            se = float(np.std(samples, ddof=1) / math.sqrt(len(samples)))
+            if log is not None:
+                log(f"Hutchinson sample {len(samples)}: trace {np.mean(samples):.6g} ± {se:.3g}")
+            if se <= cfg.rel_se * abs(np.mean(samples)):
+                break
+    mean = float(np.mean(samples))
+    return {
+        "trace": mean,
+        "trace_se": se,
+        "samples": len(samples),
+        "converged": se <= cfg.rel_se * abs(mean),
+        "values": samples,
+    }
+
+
+def quadrature(
+    matvec: MatVec, like: torch.Tensor, cfg: DensityConfig, log: Log = None
+) -> dict[str, object]:
+    """Nodes θ_j and weights τ_j = (S_1j)² of stochastic Lanczos quadrature, per start."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    nodes, weights = [], []
+    for i in range(cfg.starts):
+        alpha, beta = lanczos(matvec, _random(like.numel(), gen, like, "gaussian"), cfg.steps)
+        theta, _, first = ritz(alpha, beta)
+        nodes.append(theta.tolist())
+        weights.append((first**2).tolist())
+        if log is not None:
+            span = f"[{theta[0]:.4g}, {theta[-1]:.4g}]"
+            log(f"quadrature start {i + 1}/{cfg.starts}: spectrum in {span}")
+    return {"nodes": nodes, "weights": weights}
+
+
+def density(
+    nodes: list[list[float]], weights: list[list[float]], grid: np.ndarray, sigma: float
+) -> np.ndarray:
+    """The smoothed spectral density on `grid`: the average over starts of Σ τ_j N(λ; θ_j, σ²)."""
+    total = np.zeros_like(grid, dtype=float)
+    for theta, tau in zip(nodes, weights, strict=True):
+        z = (grid[:, None] - np.asarray(theta)[None, :]) / sigma
+        total += (np.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))) @ np.asarray(tau)
+    return total / len(nodes)
+
+
+# What each measure computes, from its settings class: `sharpminima curvature WHAT`.
+MEASURES = {
+    "eigenvalues": (EigenConfig, top_eigenvalues),
+    "trace": (TraceConfig, hutchinson),
+    "density": (DensityConfig, quadrature),
+}
+
+
+def curvature(
+    model: nn.Module,
+    data: Data,
+    cfg: EigenConfig | TraceConfig | DensityConfig,
+    loss: LossFn = cross_entropy_sum,
+    log: Log = None,
+) -> dict[str, object]:
+    """One curvature measure of `model`'s current parameters on `data` (a pair (x, y) or a
+    DataLoader that does not shuffle); the model is left unchanged."""
+    cfg.check()
+    what = next(name for name, (cls, _) in MEASURES.items() if type(cfg) is cls)
+    started = time.perf_counter()
+    f = Objective(model, data, cfg.bn, cfg.chunk, loss)
+    try:
+        result = MEASURES[what][1](f.hvp, f.theta0, cfg, log)
+    finally:
+        f.restore()
+    return {"measure": what, **result, **asdict(cfg), "n_params": f.theta0.numel(),
+            "hvp": f.evaluations, "seconds": time.perf_counter() - started}  # fmt: skip
+
+
+def run_curvature(
+    run_path: str | Path,
+    cfg: EigenConfig | TraceConfig | DensityConfig,
+    which: str | int = "final",
+    data_path: str | Path | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, object]:
+    """A curvature measure of one stored iterate, on the examples the run trained on."""
+    cfg.check()
+    measure = lambda model, data: curvature(model, data, cfg, log=log)  # noqa: E731
+    return measure_iterate(run_path, which, measure, cfg, data_path, device, log)

@@ -1,0 +1,123 @@
+"""f over a whole dataset for any `nn.Module`: its value, gradient and Hessian-vector products.
+
+Every measure of sharpness (Metric 2.1, curvature, adaptive sharpness) is a question about one
+function: the mean loss over all the examples, evaluated in chunks with BatchNorm in a fixed
+mode (batch or running statistics, never updating the buffers). Defining it once keeps the
+measures comparable; taking a tensor pair *or* a DataLoader lets users measure their own models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.utils.data import DataLoader, RandomSampler
+
+from .errors import UserError, require_finite
+from .models import BN_MODES, evaluation
+from .runtime import chunks
+from .settings import setting
+
+Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How f is evaluated, shared by the measures' settings: BatchNorm mode, chunk, seed."""
+
+    bn: str = setting("batch", "BatchNorm statistics in f: batch (authors' Keras) or running")
+    chunk: int = setting(5000, "examples per chunk of f")
+    seed: int = setting(0, "seed of the random vectors")
+
+    def check(self) -> None:
+        require_finite(self)
+        if self.bn not in BN_MODES:
+            raise UserError(f"unknown BatchNorm mode {self.bn!r}: use 'batch' or 'running'")
+        if self.chunk < 2:
+            raise UserError(f"chunk must be at least 2 (BatchNorm needs two), got {self.chunk}")
+
+
+def cross_entropy_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The default loss: cross-entropy summed over a chunk (the mean is taken over all chunks)."""
+    return F.cross_entropy(out, y, reduction="sum")
+
+
+class Objective:
+    """f(θ) = (1/n) Σ loss(model_θ(x_i), y_i) over `data`, at flat parameters θ.
+
+    `data` is a pair (x, y), cut into chunks of `chunk`, or an iterable of (x, y) batches such
+    as a DataLoader (its batches are the chunks; it must not shuffle, or with batch-statistics
+    BatchNorm f would change from call to call). `loss` returns the *sum* over a chunk.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Data,
+        bn: str = "batch",
+        chunk: int = 5000,
+        loss: LossFn = cross_entropy_sum,
+    ):
+        self.model, self.data, self.bn, self.chunk, self.loss = model, data, bn, chunk, loss
+        if isinstance(data, DataLoader) and isinstance(data.sampler, RandomSampler):
+            raise UserError("the DataLoader shuffles: pass one with shuffle=False, so f is fixed")
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise UserError("the model has no trainable parameters: nothing to measure")
+        self.theta0 = parameters_to_vector(self.params).detach().clone()
+        self.device = self.theta0.device
+        self.n = len(data[0]) if isinstance(data, tuple) else sum(len(y) for _, y in data)
+        if self.n == 0:
+            raise UserError("no examples to evaluate f on: pass a non-empty dataset")
+        self.evaluations = 0
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(self.data, tuple):
+            x, y = self.data
+            for s in chunks(len(x), self.chunk):
+                yield x[s], y[s]
+        else:
+            for x, y in self.data:
+                yield x.to(self.device), y.to(self.device)
+
+    def __call__(self, theta: torch.Tensor, grad: bool = True) -> tuple[float, torch.Tensor | None]:
+        """f(θ), and ∇f(θ) if `grad`; the model keeps θ until `restore()`."""
+        self.evaluations += 1
+        vector_to_parameters(theta, self.params)
+        for p in self.params:
+            p.grad = None
+        total = 0.0
+        with evaluation(self.model, self.bn), torch.set_grad_enabled(grad):
+            for x, y in self.batches():
+                value = self.loss(self.model(x), y) / self.n
+                if grad:
+                    value.backward()
+                total += value.item()
+        if not grad:
+            return total, None
+        return total, torch.cat([p.grad.reshape(-1) for p in self.params])
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        """H v at θ0, H = ∇²f: the gradient of ∇f·v, chunk by chunk (about two passes)."""
+        vector_to_parameters(self.theta0, self.params)
+        self.evaluations += 1
+        out = torch.zeros_like(self.theta0)
+        parts = v.to(self.theta0).split([p.numel() for p in self.params])
+        pieces = [t.view_as(p) for t, p in zip(parts, self.params, strict=True)]
+        with evaluation(self.model, self.bn):
+            for x, y in self.batches():
+                value = self.loss(self.model(x), y) / self.n
+                grads = torch.autograd.grad(value, self.params, create_graph=True)
+                dot = sum((g * p).sum() for g, p in zip(grads, pieces, strict=True))
+                hv = torch.autograd.grad(dot, self.params)
+                out += torch.cat([h.reshape(-1) for h in hv])
+        return out
+
+    def restore(self) -> None:
+        """Put θ0 back into the model."""
+        vector_to_parameters(self.theta0, self.params)

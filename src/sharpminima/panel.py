@@ -1,0 +1,219 @@
+"""The sharpness panel and its verdict: does a measure separate SB from LB, and does it predict
+the generalization gap? (Jiang et al., 2019; Andriushchenko et al., 2023; docs/panel.md)
+
+Population: every run given (the study's trials, the sweep's batch sizes, warm starts,
+remedies). For each measure:
+
+- SB vs LB per trial (same x₀): how often LB exceeds SB, and a two-sided sign test;
+- Kendall's τ (tau-b) between the measure and the gap over all runs, with a bootstrap 95%
+  interval (runs resampled); the measure "predicts" the gap where the interval excludes 0;
+- τ granulated by batch size (Jiang et al.'s ψ for one hyperparameter): τ within each group of
+  runs that differ only in batch size (same seed, remedy and warm start), averaged over groups.
+
+Gaps: train − test accuracy (points), and test − train loss.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .atomic import atomic_path
+from .curvature import density
+from .errors import UserError
+from .experiments import markdown, remedy
+from .store import Run
+
+GAPS = {"gap_acc": "train − test accuracy (points)", "gap_loss": "test − train loss"}
+# Each measure's file gives one number: the key it is read from.
+VALUE = {"eigenvalues": "lambda_max", "trace": "trace", "linf": "sharpness",
+         "l2": "sharpness", "average": "sharpness"}  # fmt: skip
+
+
+def _read(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({e}): compute it again") from None
+
+
+def _key(result: dict) -> tuple[str, int]:
+    return result["regime"], int(result["run_seed"])
+
+
+def runs_table(runs: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run: what identifies it and its final accuracies, losses and gaps."""
+    rows = []
+    for path in dict.fromkeys(map(str, runs)):  # a run listed twice counts once
+        run = Run(path)
+        last = run.history.iloc[-1]
+        rows.append(
+            {
+                "network": run.attrs["network"],
+                "regime": run.label,
+                "seed": int(run.attrs["seed"]),
+                "batch_size": int(run.attrs["batch_size"]),
+                "remedy": remedy(run.attrs),
+                "warm_epoch": run.attrs.get("warm_epoch", -1),
+                "epochs": int(last.epoch),
+                "train_acc": last.train_acc,
+                "test_acc": last.test_acc,
+                "train_loss": last.train_loss,
+                "test_loss": last.test_loss,
+            }
+        )
+    table = pd.DataFrame(rows)
+    return table.assign(
+        gap_acc=table.train_acc - table.test_acc, gap_loss=table.test_loss - table.train_loss
+    )
+
+
+def panel_table(runs: Iterable[str | Path], results: Iterable[str | Path]) -> pd.DataFrame:
+    """Every run's measures beside its accuracy: φ (from sharpness JSONs) and each measure
+    of `sharpminima curvature` / `adaptive` (one column per measure, in VALUE)."""
+    table = runs_table(runs)
+    values: dict[str, dict[tuple[str, int], float]] = {}
+    for path in results:
+        r = _read(path)
+        name = "phi" if "phi" in r and "measure" not in r else r.get("measure")
+        if name not in VALUE and name != "phi":
+            raise UserError(f"{path} is not a result of sharpness, curvature or adaptive")
+        if name == "phi" and r.get("space") != "full":
+            raise UserError(f"{path} is a random-subspace φ: the panel takes the full space")
+        values.setdefault(name, {})[_key(r)] = float(r["phi" if name == "phi" else VALUE[name]])
+    for name, by_run in values.items():
+        keys = list(zip(table.regime, table.seed, strict=True))
+        missing = [f"{r} seed {s}" for r, s in keys if (r, s) not in by_run]
+        if missing:
+            raise UserError(f"no {name} for {', '.join(missing[:3])}: pass one per run")
+        table[name] = [by_run[k] for k in keys]
+    return table
+
+
+def measures_of(table: pd.DataFrame) -> list[str]:
+    return [c for c in ("phi", *VALUE) if c in table]
+
+
+def sign_test(table: pd.DataFrame, measure: str, sb: str, lb: str) -> dict[str, float]:
+    """LB vs SB of the same trial: how many trials LB is larger, and the two-sided p-value."""
+    pairs = table[table.regime.isin([sb, lb])].pivot(index="seed", columns="regime", values=measure)
+    pairs = pairs.dropna()
+    if sb not in pairs or lb not in pairs or pairs.empty:
+        return {"trials": 0, "lb_larger": 0, "sign_p": np.nan}
+    larger = int((pairs[lb] > pairs[sb]).sum())
+    ties = int((pairs[lb] == pairs[sb]).sum())
+    n = len(pairs) - ties
+    p = stats.binomtest(larger, n, 0.5).pvalue if n else np.nan
+    return {"trials": len(pairs), "lb_larger": larger, "sign_p": float(p)}
+
+
+def kendall(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return np.nan
+    return float(stats.kendalltau(x, y).statistic)
+
+
+def bootstrap_tau(x: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    """The 95% percentile interval of τ over resampled runs (resamples with a constant
+    measure or gap, where τ is undefined, are left out)."""
+    rng = np.random.default_rng(seed)
+    taus = [kendall(x[i], y[i]) for i in rng.integers(0, len(x), (resamples, len(x)))]
+    taus = np.array([t for t in taus if np.isfinite(t)])
+    if len(taus) < resamples // 2:
+        return np.nan, np.nan
+    low, high = np.percentile(taus, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def granulated_tau(table: pd.DataFrame, measure: str, gap: str) -> tuple[float, int]:
+    """Mean τ within groups that differ only in batch size, and the number of groups."""
+    taus = []
+    for _, group in table.groupby(["seed", "remedy", "warm_epoch"]):
+        if group.batch_size.nunique() >= 2:
+            tau = kendall(group[measure].to_numpy(), group[gap].to_numpy())
+            if np.isfinite(tau):
+                taus.append(tau)
+    return (float(np.mean(taus)) if taus else np.nan), len(taus)
+
+
+def verdict(
+    table: pd.DataFrame, sb: str, lb: str, resamples: int = 2000, seed: int = 0
+) -> pd.DataFrame:
+    """One row per measure and gap: the sign test, τ with its interval, granulated τ."""
+    rows = []
+    for measure in measures_of(table):
+        for gap in GAPS:
+            x, y = table[measure].to_numpy(float), table[gap].to_numpy(float)
+            low, high = bootstrap_tau(x, y, resamples, seed)
+            psi, groups = granulated_tau(table, measure, gap)
+            rows.append(
+                {
+                    "measure": measure,
+                    "gap": gap,
+                    "runs": len(table),
+                    **sign_test(table, measure, sb, lb),
+                    "tau": kendall(x, y),
+                    "tau_low": low,
+                    "tau_high": high,
+                    "predicts": bool(low > 0 or high < 0),
+                    "tau_batch": psi,
+                    "batch_groups": groups,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def density_table(paths: Iterable[str | Path], points: int = 400) -> pd.DataFrame:
+    """Each run's smoothed spectral density (of `sharpminima curvature density`) on one λ grid
+    over all of them; the Gaussian kernel's σ is 1% of the grid's span."""
+    results = [_read(p) for p in paths]
+    if any(r.get("measure") != "density" for r in results):
+        raise UserError("--density takes results of `sharpminima curvature density` only")
+    if not results:
+        return pd.DataFrame(columns=["network", "regime", "seed", "eigenvalue", "density"])
+    nodes = np.concatenate([np.ravel(r["nodes"]) for r in results])
+    sigma = 0.01 * max(np.ptp(nodes), 1e-12)
+    grid = np.linspace(nodes.min() - 5 * sigma, nodes.max() + 5 * sigma, points)
+    frames = []
+    for r in results:
+        spectrum = density(r["nodes"], r["weights"], grid, sigma)
+        run = {"network": r["network"], "regime": r["regime"], "seed": r["run_seed"]}
+        frames.append(pd.DataFrame({**run, "eigenvalue": grid, "density": spectrum}))
+    return pd.concat(frames, ignore_index=True).assign(sigma=sigma)
+
+
+def write_panel(
+    runs: Iterable[str | Path],
+    results: Iterable[str | Path],
+    densities: Iterable[str | Path],
+    out_dir: str | Path,
+    sb: str,
+    lb: str,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> list[Path]:
+    """In `out_dir`: panel.csv/.md (every run, every measure), verdict.csv/.md, density.csv."""
+    if resamples < 100:
+        raise UserError(f"--bootstrap must be at least 100, got {resamples}")
+    table = panel_table(runs, results)
+    judged = verdict(table, sb, lb, resamples, seed)
+    spectra = density_table(densities)
+    out_dir = Path(out_dir)
+    written = []
+    with atomic_path(out_dir / "density.csv") as tmp:
+        spectra.to_csv(tmp, index=False)
+    for name, frame in (("panel", table), ("verdict", judged)):
+        for suffix in (".csv", ".md"):
+            path = out_dir / f"{name}{suffix}"
+            with atomic_path(path) as tmp:
+                if suffix == ".csv":
+                    frame.to_csv(tmp, index=False)
+                else:
+                    tmp.write_text(markdown(frame, name))
+            written.append(path)
+    return [*written, out_dir / "density.csv"]

@@ -1,0 +1,118 @@
+"""Adaptive sharpness: exact on a quadratic, unchanged by rescaling a ReLU layer (φ is not)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sharpminima.adaptive import AverageConfig, WorstConfig, WorstL2Config, adaptive
+from sharpminima.errors import UserError
+from sharpminima.sharpness import SharpnessConfig, sharpness
+
+from .conftest import assert_one_line_error, cli
+
+
+def half_squares(out, target):
+    return 0.5 * ((out - target) ** 2).sum()
+
+
+def diagonal_quadratic():
+    """Least squares with orthogonal features: H = diag(h), minimizer w*, f(w*) = residual."""
+    n, h = 400, np.array([4.0, 1.0, 0.25, 2.0])
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((n, 4)))
+    x = torch.from_numpy(q * np.sqrt(h * n))  # xᵀx / n = diag(h)
+    w_star = torch.tensor([[0.5, -2.0, 1.5, 1.0]], dtype=torch.float64)
+    y = x @ w_star.T + 0.1 * torch.randn(n, 1, generator=torch.Generator().manual_seed(1))
+    model = nn.Linear(4, 1, bias=False).double()
+    w = torch.linalg.lstsq(x, y).solution.T  # the exact minimizer, so ∇f = 0
+    model.weight.data.copy_(w)
+    return model, (x, y), h, w.reshape(-1).numpy()
+
+
+def test_worst_case_linf_is_the_rise_at_the_box_corner():
+    model, data, h, w = diagonal_quadratic()
+    result = adaptive(model, data, WorstConfig(rho=0.1, steps=20), loss=half_squares)
+    exact = 0.5 * 0.1**2 * np.sum(h * w**2)  # every coordinate at ±ρ|w_i|
+    assert result["sharpness"] == pytest.approx(exact, rel=1e-6)
+    assert result["measure"] == "linf" and len(result["rises"]) == 21
+
+
+def test_worst_case_l2_is_the_largest_relative_curvature():
+    model, data, h, w = diagonal_quadratic()
+    result = adaptive(model, data, WorstL2Config(rho=0.1, steps=60), loss=half_squares)
+    exact = 0.5 * 0.1**2 * np.max(h * w**2)  # all of u on the steepest relative axis
+    assert result["sharpness"] == pytest.approx(exact, rel=1e-3)
+    assert result["sharpness"] <= exact * (1 + 1e-9)  # never above the true maximum
+
+
+def test_average_case_is_half_sigma_squared_times_the_relative_trace():
+    model, data, h, w = diagonal_quadratic()
+    result = adaptive(model, data, AverageConfig(sigma=0.05, draws=400), loss=half_squares)
+    exact = 0.5 * 0.05**2 * np.sum(h * w**2)
+    assert abs(result["sharpness"] - exact) <= 4 * result["sharpness_se"]
+    assert result["sharpness_se"] > 0 and len(result["rises"]) == 400
+
+
+def relu_net_and_rescaled(c: float):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    scaled = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    scaled.load_state_dict(net.state_dict())
+    with torch.no_grad():  # ReLU(c z) = c ReLU(z): the function is the same
+        scaled[0].weight *= c
+        scaled[0].bias *= c
+        scaled[2].weight /= c
+    x, y = torch.randn(200, 6, dtype=torch.float64), torch.randint(0, 3, (200,))
+    return net, scaled, (x, y)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        WorstConfig(rho=0.05, steps=10),
+        WorstL2Config(rho=0.5, steps=10),
+        AverageConfig(sigma=0.05, draws=10),
+    ],
+    ids=["linf", "l2", "average"],
+)
+def test_adaptive_sharpness_is_unchanged_by_rescaling_a_relu_layer(cfg):
+    net, scaled, (x, y) = relu_net_and_rescaled(10.0)
+    torch.testing.assert_close(net(x), scaled(x))
+    a, b = adaptive(net, (x, y), cfg), adaptive(scaled, (x, y), cfg)
+    assert a["sharpness"] != 0  # (away from a minimizer the average rise may be negative)
+    assert b["sharpness"] == pytest.approx(a["sharpness"], rel=1e-9)
+
+
+def test_metric_2_1_changes_when_a_relu_layer_is_rescaled():
+    """Dinh et al. (2017): the same function, another φ; the box's '+1' breaks invariance."""
+    net, scaled, (x, y) = relu_net_and_rescaled(10.0)
+    cfg = SharpnessConfig(eps=0.05, iters=10, chunk=200)
+    a, b = sharpness(net, x, y, cfg)["phi"], sharpness(scaled, x, y, cfg)["phi"]
+    assert a > 0 and b > 0
+    assert abs(b - a) > 0.1 * a, (a, b)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(UserError, match="rho > 0"):
+        WorstL2Config(rho=0).check()
+    with pytest.raises(UserError, match="draws"):
+        AverageConfig(draws=1).check()
+
+
+def test_cli_writes_each_measure(trials, tmp_path):
+    run = trials["LB"][0]
+    for what in ("linf", "l2", "average"):
+        out = tmp_path / f"{what}.json"
+        opts = ["--steps", "2"] if what != "average" else ["--draws", "3"]
+        cli("adaptive", what, run, "--chunk", "200", *opts, "--out", out, "--threads", "1")
+        result = json.loads(out.read_text())
+        assert result["measure"] == what and result["regime"] == "LB"
+        assert np.isfinite(result["sharpness"]) and result["versions"]
+    assert json.loads((tmp_path / "l2.json").read_text())["rho"] == WorstL2Config.rho
+    bad = cli("adaptive", "linf", run, "--rho", "nan", "--out", tmp_path / "x.json", check=False)
+    assert_one_line_error(bad, "--rho is nan")
+    bad = cli("adaptive", "l2", run, "--norm", "linf", "--out", tmp_path / "x.json", check=False)
+    assert_one_line_error(bad, "unrecognized arguments: --norm")
+    assert not (tmp_path / "x.json").exists()

@@ -1,0 +1,108 @@
+"""The panel's verdict: the sign test, Kendall's τ with its bootstrap interval, granulated τ; the
+table built from real run files and measure results; its figures."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sharpminima.adaptive import WorstConfig, run_adaptive
+from sharpminima.curvature import DensityConfig, EigenConfig, run_curvature
+from sharpminima.errors import UserError
+from sharpminima.figures import panel_scatter, spectral_density
+from sharpminima.panel import bootstrap_tau, granulated_tau, panel_table, sign_test, verdict
+from sharpminima.sharpness import SharpnessConfig, run_sharpness
+
+from .conftest import assert_one_line_error, cli
+
+
+def population(measure, gap_acc, regimes, seeds, batch):
+    return pd.DataFrame(
+        {"regime": regimes, "seed": seeds, "batch_size": batch, "remedy": "none",
+         "warm_epoch": -1, "m": measure, "gap_acc": gap_acc}
+    )  # fmt: skip
+
+
+def test_sign_test_counts_trials_where_lb_is_larger():
+    t = population([1, 2, 3, 4, 5, 9, 9, 9, 9, 0], 0, ["SB"] * 5 + ["LB"] * 5, [*range(5)] * 2, 1)
+    result = sign_test(t, "m", "SB", "LB")
+    assert result == {"trials": 5, "lb_larger": 4, "sign_p": pytest.approx(0.375)}
+    t.loc[t.regime == "LB", "m"] = 99.0
+    assert sign_test(t, "m", "SB", "LB")["sign_p"] == pytest.approx(2 / 2**5)
+    assert sign_test(t, "m", "SB", "XL")["trials"] == 0
+
+
+def test_tau_interval_excludes_zero_only_for_a_measure_that_tracks_the_gap():
+    rng = np.random.default_rng(0)
+    gap = rng.uniform(0, 5, 40)
+    low, high = bootstrap_tau(gap + rng.normal(0, 0.3, 40), gap, 500, seed=0)
+    assert 0.5 < low <= high <= 1.0
+    low, high = bootstrap_tau(rng.uniform(0, 5, 40), gap, 500, seed=0)
+    assert low < 0 < high
+    assert bootstrap_tau(np.ones(40), gap, 500, seed=0) == (pytest.approx(np.nan, nan_ok=True),) * 2
+
+
+def test_granulated_tau_compares_only_runs_that_differ_in_batch_size():
+    # Within each seed, the measure follows the gap across batch sizes (τ = 1), while across
+    # seeds it runs against it: the overall τ is negative, the granulated one is 1.
+    t = population([1, 2, 3, 11, 12, 13], [9, 10, 11, 1, 2, 3], ["a", "b", "c"] * 2,
+                   [0, 0, 0, 1, 1, 1], [16, 32, 64] * 2)  # fmt: skip
+    assert granulated_tau(t, "m", "gap_acc") == (pytest.approx(1.0), 2)
+    judged = verdict(t.rename(columns={"m": "phi"}).assign(gap_loss=0.0), "a", "b", 200)
+    row = judged[(judged.measure == "phi") & (judged.gap == "gap_acc")].iloc[0]
+    assert row.tau < 0 and row.tau_batch == pytest.approx(1.0) and row.batch_groups == 2
+
+
+@pytest.fixture(scope="module")
+def measured(trials, tmp_path_factory):
+    """φ, λ_max, ℓ∞ sharpness and the density of the four trial runs, as the stages write them."""
+    folder = tmp_path_factory.mktemp("measured")
+    runs = trials["SB"] + trials["LB"]
+    results, densities = [], []
+    quiet = {"device": "cpu", "log": lambda m: None}
+    for i, run in enumerate(runs):
+        for name, result in (
+            ("phi", run_sharpness(run, SharpnessConfig(iters=2, chunk=300), **quiet)),
+            ("eig", run_curvature(run, EigenConfig(k=1, max_steps=6, tol=0.1, chunk=300), **quiet)),
+            ("linf", run_adaptive(run, WorstConfig(steps=2, chunk=300), **quiet)),
+            ("density", run_curvature(run, DensityConfig(steps=5, chunk=300), **quiet)),
+        ):
+            path = folder / f"{name}{i}.json"
+            path.write_text(json.dumps(result))
+            (densities if name == "density" else results).append(path)
+    return runs, results, densities
+
+
+def test_panel_table_holds_every_measure_of_every_run(measured):
+    runs, results, _ = measured
+    table = panel_table(runs, results)
+    assert list(table.regime) == ["SB", "SB", "LB", "LB"] and list(table.seed) == [0, 1, 0, 1]
+    for column in ("phi", "eigenvalues", "linf", "gap_acc", "gap_loss", "test_loss"):
+        assert table[column].notna().all(), column
+    assert (table.gap_acc == table.train_acc - table.test_acc).all()
+    assert panel_table(runs + runs[:1], results).shape == table.shape  # a run counts once
+    with pytest.raises(UserError, match="no eigenvalues for LB seed 1"):
+        panel_table(runs, [r for r in results if r.name != "eig3.json"])
+
+
+def test_cli_writes_the_panel_and_the_figures_draw_it(measured, tmp_path):
+    runs, results, densities = measured
+    out = tmp_path / "panel"
+    cli("panel", "--runs", *runs, "--results", *results, "--density", *densities,
+        "--bootstrap", "100", "--out-dir", out)  # fmt: skip
+    judged = pd.read_csv(out / "verdict.csv")
+    assert set(judged.measure) == {"phi", "eigenvalues", "linf"} and (judged.trials == 2).all()
+    assert "| measure | gap |" in (out / "verdict.md").read_text()
+    spectra = pd.read_csv(out / "density.csv")
+    assert spectra.groupby(["regime", "seed"]).ngroups == 4 and (spectra.density >= 0).all()
+    for draw, csv in ((panel_scatter, "panel.csv"), (spectral_density, "density.csv")):
+        written = draw(out / csv, tmp_path / csv.replace(".csv", ""))
+        assert all(p.stat().st_size > 1000 for p in written)
+    bad = cli("panel", "--runs", *runs, "--results", *results, "--bootstrap", "5",
+              "--out-dir", tmp_path / "x", check=False)  # fmt: skip
+    assert_one_line_error(bad, "--bootstrap must be at least 100")
+    bad = cli("panel", "--runs", *runs, "--results", *results, "--density", results[0],
+              "--out-dir", tmp_path / "x", check=False)  # fmt: skip
+    assert_one_line_error(bad, "--density takes results of `sharpminima curvature density`")
+    assert not (tmp_path / "x" / "panel.csv").exists()

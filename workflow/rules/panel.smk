@@ -1,0 +1,63 @@
+# The sharpness panel (experiments.panel; docs/panel.md): curvature and scale-invariant
+# sharpness of every run's final iterate, then, per network, every measure beside the run's
+# accuracy, the SB/LB sign test and Kendall's τ with the generalization gap (and its figures,
+# drawn by figure_experiment from the CSVs written here).
+
+
+rule panel_measure:
+    input:
+        run=rules.train.output.run,
+        code=lambda wc: code(wc.stage),
+    output:
+        json="results/{study}/{stage}/{network}/{regime}/seed{seed}/{what}.json",
+    log:
+        "logs/{study}/{stage}/{network}/{regime}/seed{seed}/{what}.log",
+    benchmark:
+        "results/{study}/benchmarks/{stage}/{network}/{regime}/seed{seed}/{what}.tsv"
+    wildcard_constraints:
+        stage="|".join(PANEL_STAGES),
+        what="|".join(m for ms in PANEL_STAGES.values() for m in ms),
+    conda:
+        ENV
+    threads: config["sharpness_threads"]
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=config["gpu"],
+    params:
+        options=lambda wc: cli_args(panel_options(wc.stage, wc.what)),
+    shell:
+        "sharpminima {wildcards.stage} {wildcards.what} {input.run} {params.options} "
+        "--threads {threads} --out {output.json} > {log} 2>&1"
+
+
+rule panel:
+    input:
+        runs=lambda wc: panel_files(wc, rules.train.output.run),
+        results=panel_results,
+        density=panel_density,
+        code=code("panel"),
+    output:
+        csv="results/{study}/experiments/{network}/panel.csv",
+        md="results/{study}/experiments/{network}/panel.md",
+        verdict="results/{study}/experiments/{network}/verdict.csv",
+        verdict_md="results/{study}/experiments/{network}/verdict.md",
+        density="results/{study}/experiments/{network}/density.csv",
+    log:
+        "logs/{study}/experiments/{network}/panel.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        sb=config["landscape_regimes"][0],
+        lb=config["landscape_regimes"][1],
+        options=cli_args(
+            {k: config["panel"][k] for k in ("bootstrap", "seed")},
+        ),
+    shell:
+        "sharpminima panel --runs {input.runs} --results {input.results} "
+        "--density {input.density} --sb {params.sb} --lb {params.lb} {params.options} "
+        "--out-dir $(dirname {output.csv}) > {log} 2>&1"
