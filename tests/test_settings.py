@@ -2,6 +2,7 @@
 config schema's defaults are the dataclass's."""
 
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -11,7 +12,7 @@ from sharpminima.cli import parser
 from sharpminima.figures import Style
 from sharpminima.landscape import LandscapeConfig
 from sharpminima.registry import PANEL, PANEL_STAGES, SOURCES
-from sharpminima.sharpness import SharpnessConfig
+from sharpminima.sharpness import SPACES, SharpnessConfig
 from sharpminima.training import TrainConfig
 
 from .conftest import REPO, cli
@@ -83,3 +84,17 @@ def test_prepare_help_shows_only_that_sources_options():
     assert "--allow-pipes" in kaldi and "--train-ali" in kaldi and "--n-train" not in kaldi
     assert "--n-train" in synthetic and "--allow-pipes" not in synthetic
     assert "--root" not in synthetic and "--no-download" in cli("prepare", "mnist", "-h").stdout
+
+
+def test_the_workflow_knows_every_space_and_no_other():
+    """A's variants are names in the φ files' paths: the Snakefile's wildcard pattern and the
+    schema's lists must hold exactly sharpness.SPACES."""
+    pattern = re.search(r'space="([^"]+)"', (REPO / "Snakefile").read_text()).group(1)
+    assert [s for s in SPACES if re.fullmatch(pattern, s)] == list(SPACES)
+    for other in ("randomx", "random-raw-uniform", "full-raw", "uniform"):
+        assert not re.fullmatch(pattern, other), other
+    assert CONFIG["sharpness"]["properties"]["spaces"]["items"]["enum"] == list(SPACES)
+    sensitivity = CONFIG["sensitivity"]["properties"]
+    assert sensitivity["spaces"]["items"]["enum"] == list(SPACES)
+    assert sensitivity["subspaces"]["items"]["enum"] == sensitivity["subspaces"]["default"]
+    assert sensitivity["subspaces"]["default"] == [s for s in SPACES if s != "full"]

@@ -10,6 +10,7 @@ from torch import nn
 
 from sharpminima.data import make_synthetic
 from sharpminima.sharpness import (
+    SUBSPACES,
     Identity,
     Loss,
     RandomSubspace,
@@ -56,19 +57,56 @@ def test_linear_loss_full_space_maximum_is_the_vertex(eps):
     assert out["first_order_phi"] == pytest.approx(out["phi"], rel=1e-9)  # f is linear
 
 
-def test_linear_loss_random_subspace_uses_pseudo_inverse_box():
+@pytest.mark.parametrize("space", [s for s in SUBSPACES if s != "full"])
+def test_linear_loss_random_subspace_uses_pseudo_inverse_box(space):
     torch.manual_seed(1)
     n, p = 300, 7
+    entries, unit = SUBSPACES[space]
     x, c = torch.randn(n, dtype=torch.float64), torch.randn(n, dtype=torch.float64)
-    A = RandomSubspace(n, p, seed=3, device=torch.device("cpu"))
+    A = RandomSubspace(n, p, seed=3, device=torch.device("cpu"), entries=entries, unit=unit)
     dense = torch.stack([A(e) for e in torch.eye(p, dtype=torch.float64)], 1).double()
-    assert torch.allclose(dense.norm(dim=0), torch.ones(p, dtype=torch.float64), atol=1e-6)
+    norms = dense.norm(dim=0)
+    if unit:
+        assert torch.allclose(norms, torch.ones(p, dtype=torch.float64), atol=1e-6)
+    else:  # a column's squared norm is n E[a²]: n (Gaussian), n/3 (uniform in [0, 1))
+        expected = 1.0 if entries == "gaussian" else 1 / 3
+        assert torch.allclose(norms**2 / n, torch.full_like(norms, expected), rtol=0.25)
+    if entries == "uniform":
+        assert dense.min() >= 0 and dense.max() < (1 if not unit else norms.max())
     center = torch.linalg.pinv(dense) @ x
     assert torch.allclose(A.pinv(x), center, atol=1e-5)
     loss = FunctionLoss(x, lambda t: c @ (t - x), lambda t: c.clone())
-    out = maximise(loss, A, SharpnessConfig(eps=1e-3, space="random", dim=p))
+    out = maximise(loss, A, SharpnessConfig(eps=1e-3, space=space, dim=p))
     expected = ((dense.T @ c).abs() * _bounds(1e-3, center)).sum().item()
     assert out["f_max"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_continuing_to_convergence_keeps_phi_at_iters_and_records_the_path():
+    """One job gives φ(iters), as a job stopping there would, and φ(converged)."""
+    torch.manual_seed(4)
+    x = torch.randn(40, dtype=torch.float64)
+    a = torch.logspace(-2, 1, 40, dtype=torch.float64)  # ill-conditioned: many iterations
+    center = (torch.rand(40, dtype=torch.float64) - 0.5) * 0.04  # inside the box
+
+    def f(t):
+        return -(a * (t - x - center) ** 2).sum()
+
+    def grad(t):
+        return -2 * a * (t - x - center)
+
+    for start in ("zero", "multistart"):
+        cfg = SharpnessConfig(eps=0.05, iters=3, start=start, starts=2, seed=1)
+        short = maximise(FunctionLoss(x, f, grad), Identity(40), cfg)
+        cont = SharpnessConfig(eps=0.05, iters=3, start=start, starts=2, seed=1, max_iters=30)
+        long = maximise(FunctionLoss(x, f, grad), Identity(40), cont)
+        assert long["phi"] == short["phi"] and long["f_max"] == short["f_max"]
+        assert "phi_converged" not in short and long["phi_converged"] >= long["phi"]
+        assert long["nit"] > short["nit"]
+        assert [len(p) for p in short["phi_path"]] == [3] * len(short["phi_path"])
+        for path in long["phi_path"]:
+            assert path == sorted(path)  # the best so far never falls
+        assert max(p[2] for p in long["phi_path"]) == long["phi"]
+        assert max(p[-1] for p in long["phi_path"]) == long["phi_converged"]
 
 
 def test_separable_convex_quadratic_maximum_is_analytic():
@@ -274,7 +312,9 @@ def test_cli_epoch_and_bad_inputs(tmp_path, tiny_run, mnist_like):
     assert json.loads(out.read_text())["iterate"] == 1
     out.unlink()
     proc = cli("sharpness", tiny_run, "--space", "diagonal", "--out", out, check=False)
-    assert_one_line_error(proc, "unknown space 'diagonal'")
+    assert_one_line_error(proc, "unknown space 'diagonal'", "random-uniform-raw")
+    proc = cli("sharpness", tiny_run, "--iters", "5", "--max-iters", "3", "--out", out, check=False)
+    assert_one_line_error(proc, "max-iters (3) is below iters")
     proc = cli("sharpness", tiny_run, "--epoch", "7", "--out", out, check=False)
     assert_one_line_error(proc, "no iterate for epoch 7")
     other = tmp_path / "other.h5"

@@ -82,9 +82,11 @@ def test_an_experiment_switch_adds_only_its_jobs(tmp_path):
 def test_sensitivity_report_dry_run(tmp_path):
     proc = snakemake(tmp_path, "sensitivity_report", "-n", "--configfile", REPO / "config.yaml")
     counts = job_counts(proc.stdout)
-    # trial 0: SB and LB × 2 BN modes × 3 starts × 2 ε, full space
-    assert counts["sharpness"] == 24 and counts["train"] == 2 and counts["sensitivity"] == 1
+    # trial 0: SB and LB × 2 BN modes × 3 starts × 2 ε, full space; × 4 subspaces (A) × 2 ε
+    assert counts["sharpness"] == 24 + 16 and counts["train"] == 2
+    assert counts["sensitivity"] == 1
     assert "full_eps0.0005_bnrunning_multistart.json" in proc.stdout
+    assert "random-uniform-raw_eps0.0005_bnbatch_zero.json" in proc.stdout
 
 
 @pytest.mark.parametrize(

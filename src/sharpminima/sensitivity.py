@@ -1,4 +1,5 @@
-"""How much φ depends on the choices the paper leaves open: BatchNorm mode × start × ε.
+"""How much φ depends on the choices the paper leaves open: BatchNorm mode × start × ε, and
+the random subspace's A (entries Gaussian or uniform, columns scaled to unit norm or not).
 
 One table and one figure per network, from sharpness results computed every way on the same
 minimizers (the workflow's `sensitivity_report` target).
@@ -67,13 +68,13 @@ def markdown(summary: pd.DataFrame, network: str) -> str:
     wide = summary.pivot_table(index=ROW, columns=VARIANT, values="phi", sort=False)
     columns = [f"{bn} BN, {start}" for bn, start in wide.columns]
     lines = [
-        f"### Sharpness sensitivity, {network}: φ by BatchNorm mode and start point",
+        f"### Sharpness sensitivity, {network}: φ by BatchNorm mode, start point and A",
         "",
         "| regime | space | ε | " + " | ".join(columns) + " |",
         "|---|---|---|" + "---|" * len(columns),
     ]
     for (regime, space, eps), row in wide.iterrows():
-        cells = " | ".join(f"{v:.4g}" for v in row.to_numpy())
+        cells = " | ".join(f"{v:.4g}" if np.isfinite(v) else "" for v in row.to_numpy())
         lines.append(f"| {regime} | {space} | {eps:g} | {cells} |")
     trials = int(summary.trials.max())
     lines += [
@@ -81,7 +82,9 @@ def markdown(summary: pd.DataFrame, network: str) -> str:
         f"Mean over {trials} trial(s). BN: statistics inside f (batch = per chunk, "
         "as the authors' Keras code; running = eval mode). Start: L-BFGS-B's y₀ (zero = "
         "the paper; random = uniform in C_ε; multistart = zero and random starts, best "
-        "kept).",
+        "kept). Space: full (A = I); random (A's entries N(0, 1), unit-norm columns), "
+        "random-uniform (entries uniform in [0, 1), unit-norm columns, as the public SmoothOut "
+        "reimplementation), -raw (columns not scaled). An empty cell was not measured.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -119,7 +122,7 @@ def figure(
             ax.grid(True, axis="y", lw=0.3, alpha=0.5)
         axes[0][0].set_ylabel("sharpness φ")
         axes[0][0].legend(frameon=False)
-        fig.suptitle(f"{network}: sharpness by BatchNorm mode and L-BFGS-B start", y=1.02)
+        fig.suptitle(f"{network}: sharpness by BatchNorm mode, L-BFGS-B start and A", y=1.02)
         return save(fig, out)
 
 

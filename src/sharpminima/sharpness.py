@@ -23,7 +23,17 @@ from .objective import Objective
 from .settings import setting
 from .store import measure_iterate
 
-SPACES = ("full", "random")
+# A for each space: None (the full space, A = I), else its entries and whether its columns are
+# scaled to unit norm. The paper says neither; we use unit-norm Gaussian columns, the public
+# SmoothOut reimplementation uniform [0, 1) entries with unit-norm columns.
+SUBSPACES = {
+    "full": None,
+    "random": ("gaussian", True),
+    "random-uniform": ("uniform", True),
+    "random-raw": ("gaussian", False),
+    "random-uniform-raw": ("uniform", False),
+}
+SPACES = tuple(SUBSPACES)
 STARTS = ("zero", "random", "multistart")
 BLOCK_ROWS = 1 << 16  # rows of A generated per block (each block has its own seed)
 
@@ -33,9 +43,13 @@ class SharpnessConfig:
     """Everything that changes φ (docs/sharpness.md)."""
 
     eps: float = setting(1e-3, "box size ε")
-    space: str = setting("full", "full (A = I) or random (A: n×dim)")
+    space: str = setting(
+        "full",
+        "full (A = I), or random (A: n×dim, Gaussian entries, unit-norm columns); random-uniform "
+        "(entries uniform in [0, 1)), random-raw and random-uniform-raw (columns not scaled)",
+    )
     dim: int = setting(100, "random subspace dimension p")
-    iters: int = setting(10, "L-BFGS-B iterations")
+    iters: int = setting(10, "L-BFGS-B iterations (φ is the best value after them)")
     bn: str = setting("batch", "BatchNorm statistics in f: batch (authors' Keras) or running")
     chunk: int = setting(5000, "examples per chunk of f")
     start: str = setting("zero", "zero, random or multistart")
@@ -43,15 +57,21 @@ class SharpnessConfig:
     seed: int = setting(0, "seed of A and of random starts")
     gtol: float = setting(0.0, "L-BFGS-B gtol (0: never; at a minimizer the gradient is small)")
     ftol: float = setting(0.0, "L-BFGS-B ftol (0: never)")
+    max_iters: int = setting(
+        0, "continue past iters up to this many iterations, or until L-BFGS-B stops on its own "
+        "(gtol, ftol), and record φ_converged (0: stop at iters)",
+    )  # fmt: skip
 
     def check(self) -> None:
         require_finite(self)
         if self.space not in SPACES:
-            raise UserError(f"unknown space {self.space!r}: use 'full' or 'random'")
+            raise UserError(f"unknown space {self.space!r}: use one of {', '.join(SPACES)}")
         if self.start not in STARTS:
             raise UserError(f"unknown start {self.start!r}: use one of {', '.join(STARTS)}")
         if self.eps <= 0 or self.iters < 1 or self.dim < 1 or self.chunk < 2:
             raise UserError("eps must be positive, iters and dim at least 1, chunk at least 2")
+        if self.max_iters and self.max_iters < self.iters:
+            raise UserError(f"max-iters ({self.max_iters}) is below iters: 0, or at least iters")
 
 
 def box(eps: float, z: torch.Tensor) -> torch.Tensor:
@@ -88,7 +108,8 @@ class Identity:
 
 
 class RandomSubspace:
-    """A ∈ R^{n×p} with i.i.d. Gaussian entries, columns scaled to unit norm.
+    """A ∈ R^{n×p} with i.i.d. entries, N(0, 1) or uniform in [0, 1), columns scaled to unit
+    norm or not (`entries`, `unit`).
 
     A is generated on the CPU in blocks of rows, block b from seed (seed, b), so it is the same
     on every device and never needs to exist whole in float64. Blocks are kept in memory (float32,
@@ -103,8 +124,11 @@ class RandomSubspace:
         device: torch.device,
         dtype: torch.dtype = torch.float32,
         cache_mb: float = 2048,
+        entries: str = "gaussian",
+        unit: bool = True,
     ):
         self.n, self.p, self.seed, self.device, self.dtype = n, p, seed, device, dtype
+        self.entries = entries
         self.starts = list(range(0, n, BLOCK_ROWS))
         self.cache: list[torch.Tensor] | None = [] if n * p * 4 <= cache_mb * 2**20 else None
         gram = torch.zeros(p, p, dtype=torch.float64)
@@ -113,13 +137,14 @@ class RandomSubspace:
             gram += block.T.double() @ block.double()
             if self.cache is not None:
                 self.cache.append(block.to(device, dtype))
-        self.scale = gram.diagonal().rsqrt()  # D⁻¹: unit-norm columns
+        self.scale = gram.diagonal().rsqrt() if unit else torch.ones(p, dtype=torch.float64)
         self.gram = gram * self.scale[:, None] * self.scale[None, :]  # ÂᵀÂ
 
     def _generate(self, i: int) -> torch.Tensor:
         rows = min(BLOCK_ROWS, self.n - self.starts[i])
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        return torch.randn(rows, self.p, generator=gen)
+        draw = torch.randn if self.entries == "gaussian" else torch.rand
+        return draw(rows, self.p, generator=gen)
 
     def _blocks(self):
         for i, start in enumerate(self.starts):
@@ -159,10 +184,13 @@ def _starts(cfg: SharpnessConfig, bound: np.ndarray) -> list[np.ndarray]:
 
 def maximise(
     loss: Loss, A, cfg: SharpnessConfig, log: Callable[[str], None] | None = None
-) -> dict[str, float | int | str]:
+) -> dict[str, object]:
     """Maximise f(x + A y) over C_ε with L-BFGS-B; return φ and the solver's statistics.
 
-    `log` gets one line per L-BFGS-B iteration: φ so far and the time left.
+    φ is the best value found within `iters` iterations of each start (the paper's). With
+    `max_iters`, each start continues, and `phi_converged` is the best value found at all;
+    `phi_path` holds, per start, the best φ of that start after every iteration. `log` gets one
+    line per iteration: φ so far and the time left.
     """
     x = loss.theta0
     bound = box(cfg.eps, A.pinv(x).double()).cpu().numpy()
@@ -171,44 +199,58 @@ def maximise(
     # it, φ measures the gradient left at x (distance from a minimizer), not curvature.
     g_sub = A.T(g_x).double().cpu().numpy()
     first_order = float(np.abs(g_sub) @ bound)
-    best = {"f": f_x}
+    zero = {"f": f_x, "y": np.zeros(A.p)}
+    best, at_iters, start_best = dict(zero), dict(zero), dict(zero)
 
     def objective(y: np.ndarray) -> tuple[float, np.ndarray]:
         yt = torch.from_numpy(y).to(x.device)
         f, g = loss(x + A(yt).to(x), grad=True)
-        if f > best["f"]:
-            best.update(f=f, y=y.copy())
+        for record in (best, start_best):
+            if f > record["f"]:
+                record.update(f=f, y=y.copy())
         return -f, -A.T(g).double().cpu().numpy()
 
     nit = nfev = 0
-    messages = []
+    messages, path = [], []
     starts = _starts(cfg, bound)
+    limit = max(cfg.iters, cfg.max_iters)
     started = time.perf_counter()
 
-    def progress(start: int, it: int) -> None:
-        done = start * cfg.iters + it
-        left = (time.perf_counter() - started) / done * (len(starts) * cfg.iters - done)
+    def keep_at_iters() -> None:
+        if start_best["f"] > at_iters["f"]:
+            at_iters.update(start_best)
+
+    def on_iteration(start: int, it: int) -> None:
+        path[-1].append(scaled(start_best["f"] - f_x, f_x))
+        if it == cfg.iters:
+            keep_at_iters()
+        if log is None:
+            return
+        done = start * limit + it
+        left = (time.perf_counter() - started) / done * (len(starts) * limit - done)
         log(
-            f"start {start + 1}/{len(starts)} iteration {it}/{cfg.iters}: "
+            f"start {start + 1}/{len(starts)} iteration {it}/{limit}: "
             f"phi so far {scaled(best['f'] - f_x, f_x):.4g} "
             f"({loss.evaluations} evaluations, about {left / 60:.1f} min left)"
         )
 
     for i, y0 in enumerate(starts):
-        hook = None if log is None else (lambda it, i=i: progress(i, it))
+        start_best.update(zero)
+        path.append([])
         res = minimize_in_box(
-            objective, y0, -bound, bound, cfg.iters, cfg.gtol, cfg.ftol, on_iteration=hook
-        )
+            objective, y0, -bound, bound, limit, cfg.gtol, cfg.ftol,
+            on_iteration=lambda it, i=i: on_iteration(i, it),
+        )  # fmt: skip
+        if res.nit < cfg.iters:  # stopped on its own before `iters`: its best is φ's
+            keep_at_iters()
         nit, nfev = nit + res.nit, nfev + res.nfev
         messages.append(res.message)
     loss.restore()
-    y_best = best.get("y", np.zeros(A.p))
-    violation = float(np.max(np.abs(y_best) - bound).clip(min=0))
-    f_max = best["f"]
-    return {
-        "phi": scaled(f_max - f_x, f_x),
+    violation = float(np.max(np.abs(best["y"]) - bound).clip(min=0))
+    result = {
+        "phi": scaled(at_iters["f"] - f_x, f_x),
         "f_x": f_x,
-        "f_max": f_max,
+        "f_max": at_iters["f"],
         "nit": nit,
         "nfev": nfev,
         "evaluations": loss.evaluations,
@@ -216,8 +258,12 @@ def maximise(
         "max_bound_violation": violation,
         "grad_norm": float(g_x.norm()),
         "first_order_phi": scaled(first_order, f_x),
-        "y_at_bound_fraction": float(np.mean(np.isclose(np.abs(y_best), bound, rtol=1e-6))),
+        "y_at_bound_fraction": float(np.mean(np.isclose(np.abs(at_iters["y"]), bound, rtol=1e-6))),
+        "phi_path": path,
     }
+    if cfg.max_iters:
+        result.update(phi_converged=scaled(best["f"] - f_x, f_x), f_max_converged=best["f"])
+    return result
 
 
 def sharpness(
@@ -234,10 +280,12 @@ def sharpness(
     loss = Loss(model, x, y, cfg)
     n = loss.theta0.numel()
     device = loss.theta0.device
-    if cfg.space == "full":
+    subspace = SUBSPACES[cfg.space]
+    if subspace is None:
         A = Identity(n)
     else:
-        A = RandomSubspace(n, cfg.dim, cfg.seed, device, loss.theta0.dtype, cache_mb)
+        entries, unit = subspace
+        A = RandomSubspace(n, cfg.dim, cfg.seed, device, loss.theta0.dtype, cache_mb, entries, unit)
     result = maximise(loss, A, cfg, log)
     result.update(asdict(cfg), n_params=n, dim=A.p, seconds=time.perf_counter() - start)
     return result

@@ -89,7 +89,7 @@ def trajectory(
                 tmp.write_text(json.dumps(result))
             log(f"phi {result['phi']:.4g} at f(x) {result['f_x']:.4g} ({result['seconds']:.0f}s)")
             rows.append(result)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).drop(columns="phi_path")  # a list per start: kept in the JSONs
     first = ["network", "regime", "run_seed", "bn", "epoch", "f_x", "phi", "test_acc"]
     return table[first + [c for c in table.columns if c not in first]]
 

@@ -1,11 +1,14 @@
 # Path helpers, input functions and options: what each rule reads, within this study's tree.
 
 
-def sharpness_options():
-    """Settings that change φ, shared by every sharpness job (space, ε, bn, start are wildcards;
-    cache_mb only trades memory for time, so it is not a parameter and triggers no rerun).
+def sharpness_options(space="full"):
+    """Settings that change φ in `space` (space, ε, bn, start are wildcards; cache_mb only
+    trades memory for time, so it is not a parameter and triggers no rerun; the full space has
+    no A, so A's dimension is not one of its parameters).
     """
-    skip = ("eps", "spaces", "cache_mb", "bn", "start")
+    skip = ["eps", "spaces", "cache_mb", "bn", "start"]
+    if space == "full":
+        skip.append("dim")
     return {k: v for k, v in config["sharpness"].items() if k not in skip}
 
 
@@ -162,11 +165,13 @@ def measure_options(wildcards, input):
 
 
 def sensitivity_inputs(wildcards):
-    """Every BatchNorm mode × start × ε × space on the trials of the sensitivity report."""
+    """Every BatchNorm mode × start × ε × space on the trials of the sensitivity report, and
+    every subspace (A's distribution) × ε at the config's mode and start."""
     s, eps = config["sensitivity"], config["sharpness"]["eps"]
     every = {"bn": ["batch", "running"], "start": ["zero", "random", "multistart"]}
-    return phi_of(
-        wildcards.network, config["regimes"], s["trials"], eps, s["spaces"], **every
+    net, regimes = wildcards.network, config["regimes"]
+    return phi_of(net, regimes, s["trials"], eps, s["spaces"], **every) + phi_of(
+        net, regimes, s["trials"], eps, s["subspaces"]
     )
 
 

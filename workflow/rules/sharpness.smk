@@ -22,7 +22,7 @@ rule sharpness:
         runtime=120,
         gpu=config["gpu"],
     params:
-        options=lambda wc: cli_args(sharpness_options()),
+        options=lambda wc: cli_args(sharpness_options(wc.space)),
     shell:
         "sharpminima sharpness {input.run} --space {wildcards.space} --eps {wildcards.eps} "
         "--bn {wildcards.bn} --start {wildcards.start} "
