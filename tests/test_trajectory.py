@@ -6,7 +6,8 @@ import pytest
 from sharpminima.errors import UserError
 from sharpminima.sharpness import SharpnessConfig, run_sharpness
 from sharpminima.store import Run
-from sharpminima.trajectory import epochs, finish, trajectory
+from sharpminima.trajectory import epochs, trajectory
+from sharpminima.workdir import finish
 
 from .conftest import assert_one_line_error, cli
 

@@ -287,7 +287,7 @@ def code_modules(inputs: list[str]) -> set[str]:
 # pass every option explicitly, so these are not code inputs (docs/architecture.md).
 COMMAND_LINE = {"cli", "registry", "__main__"}
 MEASURING = ("sharpness", "landscape", "directions", "trajectory", "measure", "figure", "tables",
-             "panel")  # fmt: skip
+             "panel", "matched")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -305,7 +305,7 @@ def test_every_module_a_job_imports_is_among_its_code_inputs(smoke_run):
         if rule.startswith(MEASURING):  # measuring never runs the training loop
             assert "training" not in imported | code_modules(inputs), (rule, log)
         checked.add(rule)
-    assert len(checked) == 12, checked  # every rule that runs a command
+    assert len(checked) == 13, checked  # every rule that runs a command
 
 
 # What an edit to each module reruns in a finished smoke run: the rules that hold it among their
@@ -315,6 +315,7 @@ EVERY_PHI = {
     "directions": 3,
     "trajectory": 1,
     "measure": 3,  # Figures 4 and 5, Table 6
+    "matched": 2,  # φ of each trial's SB and LB at matched loss
     "panel": 1,
     "figure_experiment": 3 + 3 + 1 + 2,  # + the panel's two
     "tables": 1,
@@ -330,13 +331,14 @@ ALL_BUT_DATA = {
     "figure_parametric": 6,
     "figure_experiment": 15,
     "panel_measure": 9 * 5 + 2,  # F1's 9 runs × 5 measures, and 2 spectral densities
+    "matched": 2,
     "panel": 1,
     "tables": 1,
     "all": 1,
 }
 FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 15, "all": 1}
 EDITS = {
-    "lbfgsb.py": ({"sharpness", "directions", "trajectory"}, EVERY_PHI),
+    "lbfgsb.py": ({"sharpness", "directions", "trajectory", "matched"}, EVERY_PHI),
     "training.py": ({"train"}, ALL_BUT_DATA),
     "models.py": (set(ALL_BUT_DATA) - {"all"}, ALL_BUT_DATA),
     "figures.py": ({"figure_parametric", "figure_experiment"}, FIGURES_ONLY),
@@ -377,13 +379,13 @@ def test_figure_style_change_redraws_figures_only(smoke_run):
 def test_sharpness_change_never_retrains(smoke_run):
     counts, _ = rerun_plan(smoke_run, "sharpness: {eps: [0.002], spaces: [full, random]}\n")
     # + the panel's φ (first ε) of the sweep's and warm starts' runs, and the panel
-    panel = {"panel": 1, "figure_experiment": 2}
-    assert counts == {"sharpness": 24 + 5, **panel, "tables": 1, "all": 1, "total": 34}
+    panel = {"panel": 1, "figure_experiment": 2, "matched": 2}
+    assert counts == {"sharpness": 24 + 5, **panel, "tables": 1, "all": 1, "total": 36}
     counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
     # Every φ follows, with what reads φ: random directions (ε = 1e-3), Figure 6's trajectory,
     # the φ of the sweep's and warm starts' runs (Figures 4 and 5) and of the remedies' runs
     # (Table 6), the panel, but no training.
-    assert counts == {**EVERY_PHI, "total": 56}
+    assert counts == {**EVERY_PHI, "total": 58}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
@@ -416,8 +418,9 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
         "measure": 3 + 1,  # + the sweep's
         "figure_experiment": 3 + 2 + 2,
         "panel_measure": (4 + 2) * 5 + 2,  # the panel of those runs (not the warm starts)
+        "matched": 2,
         "panel": 1,
-        "total": 68,
+        "total": 70,
     }  # no prepare_dataset
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 

@@ -178,7 +178,8 @@ def cmd_adaptive(args: argparse.Namespace) -> None:
 
 def cmd_trajectory(args: argparse.Namespace) -> None:
     from .sharpness import SharpnessConfig
-    from .trajectory import finish, trajectory
+    from .trajectory import trajectory
+    from .workdir import finish
 
     cfg = _settings(SharpnessConfig, args, bn="batch")  # each point sets its own mode
     table = trajectory(
@@ -256,11 +257,22 @@ def cmd_panel(args: argparse.Namespace) -> None:
     from .panel import write_panel
 
     written = write_panel(
-        args.runs, args.results, args.density, args.out_dir, args.sb, args.lb, args.bootstrap,
-        args.seed,
+        args.runs, args.results, args.density, args.matched, args.out_dir, args.sb, args.lb,
+        args.bootstrap, args.seed,
     )  # fmt: skip
     for path in written:
         _log(f"wrote {path}")
+
+
+def cmd_matched(args: argparse.Namespace) -> None:
+    from .matched import matched, read_settings
+    from .workdir import finish
+
+    _threads(args)
+    table = matched(args.sb, args.lb, read_settings(args.settings), args.levels, args.out,
+                    args.device, _log)  # fmt: skip
+    _write_csv(table, args.out)
+    finish(args.out)
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
@@ -476,11 +488,28 @@ def _panel_options(p: argparse.ArgumentParser) -> None:
         help="per run: its full-space φ JSON and its curvature/adaptive JSONs",
     )
     p.add_argument("--density", nargs="*", default=[], help="curvature density JSONs to draw")
+    p.add_argument("--matched", nargs="*", default=[], help="CSVs of `sharpminima matched`")
     p.add_argument("--sb", default="SB", help="small-batch regime of the sign test (SB)")
     p.add_argument("--lb", default="LB", help="large-batch regime of the sign test (LB)")
     p.add_argument("--bootstrap", type=int, default=2000, help="resamples for τ's interval")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--out-dir", required=True, help="folder for panel, verdict and density files")
+
+
+def _matched_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sb", required=True, help="SB run file of one trial")
+    p.add_argument("--lb", required=True, help="LB run file of the same trial")
+    p.add_argument(
+        "--settings",
+        required=True,
+        help='JSON: measure -> its settings, e.g. \'{"phi": {"eps": 0.001}, "trace": {}}\' '
+        "(measures: phi and the panel's; options of `sharpness`, `curvature`, `adaptive`)",
+    )
+    p.add_argument(
+        "--levels", nargs="+", type=float, default=[0.1, 0.01, 0.001], help="training losses"
+    )
+    p.add_argument("--out", required=True, help="CSV to write")
+    _runs_on(p)
 
 
 def _tables_options(p: argparse.ArgumentParser) -> None:
@@ -503,6 +532,7 @@ COMMANDS = {
     "measure": (_measure_options, cmd_measure),
     "figure": (_figure_options, cmd_figure),
     "sensitivity": (_sensitivity_options, cmd_sensitivity),
+    "matched": (_matched_options, cmd_matched),
     "panel": (_panel_options, cmd_panel),
     "tables": (_tables_options, cmd_tables),
 }

@@ -42,6 +42,17 @@ def _read(path: str | Path) -> dict:
         raise UserError(f"{path} is unreadable ({e}): compute it again") from None
 
 
+def _read_csv(path: str | Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({e}): compute it again") from None
+    need = {"level", "examples", "measure", "regime", "seed", "epoch", "value"}
+    if not need <= set(table.columns):
+        raise UserError(f"{path} is not a CSV of `sharpminima matched`: pass those to --matched")
+    return table
+
+
 def _key(result: dict) -> tuple[str, int]:
     return result["regime"], int(result["run_seed"])
 
@@ -168,6 +179,33 @@ def verdict(
     return pd.DataFrame(rows)
 
 
+def matched_verdict(frames: Iterable[pd.DataFrame], sb: str, lb: str) -> pd.DataFrame:
+    """SB vs LB at each matched training-loss level (and on the final iterates, f over the
+    examples trained on or over all training images): per measure, the mean of each regime and
+    the sign test over trials (the rows of `sharpminima matched`)."""
+    table = pd.concat(list(frames), ignore_index=True)
+    rows = []
+    for (level, examples, measure), part in table.groupby(
+        ["level", "examples", "measure"], dropna=False, sort=False
+    ):
+        part = part.rename(columns={"value": measure})
+        mean = part.groupby("regime")[measure].mean()
+        epochs = part.groupby("regime").epoch.mean()
+        rows.append(
+            {
+                "level": level,
+                "examples": examples,
+                "measure": measure,
+                "sb_epoch_mean": epochs.get(sb, np.nan),
+                "lb_epoch_mean": epochs.get(lb, np.nan),
+                "sb_mean": mean.get(sb, np.nan),
+                "lb_mean": mean.get(lb, np.nan),
+                **sign_test(part, measure, sb, lb),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def density_table(paths: Iterable[str | Path], points: int = 400) -> pd.DataFrame:
     """Each run's smoothed spectral density (of `sharpminima curvature density`) on one λ grid
     over all of them; the Gaussian kernel's σ is 1% of the grid's span."""
@@ -191,23 +229,29 @@ def write_panel(
     runs: Iterable[str | Path],
     results: Iterable[str | Path],
     densities: Iterable[str | Path],
+    matched: Iterable[str | Path],
     out_dir: str | Path,
     sb: str,
     lb: str,
     resamples: int = 2000,
     seed: int = 0,
 ) -> list[Path]:
-    """In `out_dir`: panel.csv/.md (every run, every measure), verdict.csv/.md, density.csv."""
+    """In `out_dir`: panel.csv/.md (every run, every measure), verdict.csv/.md, density.csv,
+    and, given CSVs of `sharpminima matched`, matched.csv/.md."""
     if resamples < 100:
         raise UserError(f"--bootstrap must be at least 100, got {resamples}")
     table = panel_table(runs, results)
     judged = verdict(table, sb, lb, resamples, seed)
     spectra = density_table(densities)
+    tables = [("panel", table), ("verdict", judged)]
+    matched = list(matched)
+    if matched:
+        tables.append(("matched", matched_verdict(map(_read_csv, matched), sb, lb)))
     out_dir = Path(out_dir)
     written = []
     with atomic_path(out_dir / "density.csv") as tmp:
         spectra.to_csv(tmp, index=False)
-    for name, frame in (("panel", table), ("verdict", judged)):
+    for name, frame in tables:
         for suffix in (".csv", ".md"):
             path = out_dir / f"{name}{suffix}"
             with atomic_path(path) as tmp:

@@ -54,6 +54,9 @@ STAGES = {
     "sensitivity": Stage(
         ("sensitivity",), "sensitivity", "φ by BatchNorm mode x start x ε: table and figure"
     ),
+    "matched": Stage(
+        ("matched",), "panel", "SB vs LB at matched training loss, and f over all images"
+    ),
     "panel": Stage(
         ("panel",), "panel", "every measure of every run, SB/LB sign test, τ with the gap"
     ),

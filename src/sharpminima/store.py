@@ -140,9 +140,10 @@ class Run:
         """The regime name tables use: the training label, else the batch size as configured."""
         return str(self.attrs.get("label") or f"batch {self.attrs['batch_size_spec']:g}")
 
-    def data(self, path: str | Path | None = None) -> Dataset:
+    def data(self, path: str | Path | None = None, all_training: bool = False) -> Dataset:
         """The run's dataset with its training set cut to the examples the run trained on
-        (the validation split removed), checked against the hash recorded at training time."""
+        (the validation split removed, unless `all_training`), checked against the hash
+        recorded at training time."""
         path = Path(path or str(self.attrs["dataset_file"]))
         data = load_dataset(path)
         if data.content_sha256 != self.attrs["dataset_sha256"]:
@@ -150,7 +151,7 @@ class Run:
                 f"{path} is not the dataset {self.path} was trained on (content hash differs): "
                 "pass the right file with --data"
             )
-        if self.val_index is not None:
+        if self.val_index is not None and not all_training:
             keep = torch.ones(len(data.x_train), dtype=torch.bool)
             keep[torch.from_numpy(self.val_index)] = False
             data.x_train, data.y_train = data.x_train[keep], data.y_train[keep]

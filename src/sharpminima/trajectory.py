@@ -7,15 +7,13 @@ is written once all are done, and the work folder removed.
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
-from .atomic import atomic_path
+from . import workdir
 from .errors import UserError
 from .runtime import pick_device
 from .sharpness import SharpnessConfig, sharpness
@@ -58,7 +56,7 @@ def trajectory(
         if len({r.attrs[key] for r in runs}) > 1:
             found = ", ".join(f"{r.path}: {str(r.attrs[key])[:12]}" for r in runs)
             raise UserError(f"the runs differ in {key} ({found}): give runs of one study")
-    work = Path(out).with_name(Path(out).name + ".partial")
+    work = workdir.folder(out)
     identity = {
         "runs": [[str(r.path), r.attrs["finished"]] for r in runs],  # a retrained run differs
         "bns": bns,
@@ -66,14 +64,14 @@ def trajectory(
         "sharpness": asdict(cfg),
     }
     total = len(bns) * sum(len(epochs(r, every)) for r in runs)
-    _prepare(work, identity, log)
+    workdir.prepare(work, identity, log)
     dev = pick_device(device)
     rows, i = [], 0
     for run in runs:
         data = None  # loaded once per run, and only if a point of it is still missing
         for bn, epoch in ((bn, e) for bn in bns for e in epochs(run, every)):
             cached, i = work / f"{i:04d}.json", i + 1
-            point = _cached(cached, log)
+            point = workdir.cached(cached, "phi", log)
             if point is not None:
                 rows.append(point)
                 continue
@@ -85,49 +83,12 @@ def trajectory(
             point_cfg = SharpnessConfig(**{**asdict(cfg), "bn": bn})
             result = sharpness(run.model(which).to(dev), x, y, point_cfg, cache_mb)
             result.update(run.provenance(which, len(x), dev), epoch=epoch, **_recorded(run, epoch))
-            with atomic_path(cached) as tmp:
-                tmp.write_text(json.dumps(result))
+            workdir.keep(cached, result)
             log(f"phi {result['phi']:.4g} at f(x) {result['f_x']:.4g} ({result['seconds']:.0f}s)")
             rows.append(result)
     table = pd.DataFrame(rows).drop(columns="phi_path")  # a list per start: kept in the JSONs
     first = ["network", "regime", "run_seed", "bn", "epoch", "f_x", "phi", "test_acc"]
     return table[first + [c for c in table.columns if c not in first]]
-
-
-def finish(out: str | Path) -> None:
-    """Drop the work folder of a trajectory whose CSV has been written."""
-    shutil.rmtree(Path(out).with_name(Path(out).name + ".partial"), ignore_errors=True)
-
-
-def _read_json(path: Path) -> object:
-    """A JSON file's content, or None when it is missing or damaged."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # ValueError: bad JSON, and bad UTF-8
-        return None
-
-
-def _cached(path: Path, log: Callable[[str], None]) -> dict | None:
-    """A finished point, or None: missing, or damaged (then removed and computed again)."""
-    point = _read_json(path)
-    if isinstance(point, dict) and isinstance(point.get("phi"), float):
-        return point
-    if path.exists():
-        log(f"{path} is damaged; computing that point again")
-        path.unlink()
-    return None
-
-
-def _prepare(work: Path, identity: dict, log: Callable[[str], None]) -> None:
-    """Keep the points cached in `work` only if they were computed with these settings."""
-    marker = work / "settings.json"
-    if _read_json(marker) == identity:
-        log(f"resuming from {work}: {len(list(work.glob('[0-9]*.json')))} points done")
-        return
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    with atomic_path(marker) as tmp:
-        tmp.write_text(json.dumps(identity))
 
 
 def _recorded(run: Run, epoch: int) -> dict[str, float]:

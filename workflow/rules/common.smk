@@ -1,4 +1,5 @@
 # Config checking, and the helpers of every rule file (code inputs, options as arguments).
+import json
 import math
 import os
 import re

@@ -181,6 +181,16 @@ def panel_options(stage, what):
     return {**shared, **config[stage][what]}
 
 
+def matched_settings():
+    """`sharpminima matched --settings`: φ as the panel's (full space, the first ε, the
+    config's BatchNorm mode and start) and each of panel.measures."""
+    s = config["sharpness"]
+    phi = {**sharpness_options(), "space": "full", "eps": s["eps"][0]}
+    phi.update(bn=s["bn"], start=s["start"])
+    measures = {m: panel_options(PANEL[m], m) for m in config["panel"]["measures"]}
+    return {"phi": phi, **measures}
+
+
 def panel_population(network):
     """The panel's runs of a network as (regime, trial): the study's pair first (SB trials,
     LB trials), its other regimes, then the runs each switched-on experiment adds."""

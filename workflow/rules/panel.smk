@@ -1,7 +1,7 @@
 # The sharpness panel (experiments.panel; docs/panel.md): curvature and scale-invariant
-# sharpness of every run's final iterate, then, per network, every measure beside the run's
-# accuracy, the SB/LB sign test and Kendall's τ with the generalization gap (and its figures,
-# drawn by figure_experiment from the CSVs written here).
+# sharpness of every run's final iterate; each trial's SB and LB at matched training loss; then,
+# per network, every measure beside the run's accuracy, the SB/LB sign test and Kendall's τ with
+# the generalization gap (and its figures, drawn by figure_experiment from the CSVs written here).
 
 
 rule panel_measure:
@@ -31,11 +31,40 @@ rule panel_measure:
         "--threads {threads} --out {output.json} > {log} 2>&1"
 
 
+rule matched:
+    input:
+        sb=lambda wc: runs_of(wc.network, config["landscape_regimes"][0], wc.seed),
+        lb=lambda wc: runs_of(wc.network, config["landscape_regimes"][1], wc.seed),
+        code=code("matched"),
+    output:
+        csv="results/{study}/matched/{network}/seed{seed}.csv",
+    log:
+        "logs/{study}/matched/{network}/seed{seed}.log",
+    benchmark:
+        "results/{study}/benchmarks/matched/{network}/seed{seed}.tsv"
+    conda:
+        ENV
+    threads: config["sharpness_threads"]
+    resources:
+        mem_mb=8000,
+        runtime=600,
+        gpu=config["gpu"],
+    params:
+        settings=shlex.quote(json.dumps(matched_settings(), sort_keys=True)),
+        levels=" ".join(map(str, config["panel"]["loss_levels"])),
+    shell:
+        "sharpminima matched --sb {input.sb} --lb {input.lb} --settings {params.settings} "
+        "--levels {params.levels} --threads {threads} --out {output.csv} > {log} 2>&1"
+
+
 rule panel:
     input:
         runs=lambda wc: panel_files(wc, rules.train.output.run),
         results=panel_results,
         density=panel_density,
+        matched=lambda wc: study_paths(
+            rules.matched.output.csv, network=wc.network, seed=range(config["trials"])
+        ),
         code=code("panel"),
     output:
         csv="results/{study}/experiments/{network}/panel.csv",
@@ -43,6 +72,8 @@ rule panel:
         verdict="results/{study}/experiments/{network}/verdict.csv",
         verdict_md="results/{study}/experiments/{network}/verdict.md",
         density="results/{study}/experiments/{network}/density.csv",
+        matched="results/{study}/experiments/{network}/matched.csv",
+        matched_md="results/{study}/experiments/{network}/matched.md",
     log:
         "logs/{study}/experiments/{network}/panel.log",
     conda:
@@ -59,5 +90,6 @@ rule panel:
         ),
     shell:
         "sharpminima panel --runs {input.runs} --results {input.results} "
-        "--density {input.density} --sb {params.sb} --lb {params.lb} {params.options} "
+        "--density {input.density} --matched {input.matched} --sb {params.sb} "
+        "--lb {params.lb} {params.options} "
         "--out-dir $(dirname {output.csv}) > {log} 2>&1"
