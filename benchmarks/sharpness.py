@@ -5,7 +5,8 @@ so the floor of a sharpness computation is (nfev + 1) such passes (the +1 is f(x
 the seconds of one sharpness computation and of that many bare passes (a plain loop over chunks,
 no solver), and their ratio; the target is a ratio within 1.15. A 2-core machine's pass times
 wander by ±10% over minutes, so the two are measured in turns, `--repeats` times, and the
-fastest of each is compared (every pair's ratio is printed too).
+fastest of each is compared (every pair's ratio is printed too). Both are also printed beside
+the machine's floor (floor.py): the passes' FLOPs over the fp32 matmul rate.
 
     python benchmarks/sharpness.py RUN.h5 [--space full|random] [--threads 2] [--repeats 3]
 """
@@ -17,6 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from floor import floor_line, flops, matmul_rate
 
 from sharpminima.models import evaluation
 from sharpminima.runtime import pick_device
@@ -72,6 +74,10 @@ def main() -> None:
     print(f"sharpness: {min(ours):.1f} s (fastest of {args.repeats})")
     print(f"bare passes: {min(floors):.1f} s for {passes} forward+backward passes (fastest)")
     print(f"ratio: {min(ours) / min(floors):.2f} (target <= 1.15)")
+    pass_flops = flops(lambda: bare_passes(args.run, 1, cfg, device))
+    rate = matmul_rate(device)
+    print(floor_line("sharpness", min(ours), passes * pass_flops, rate))
+    print(floor_line("bare passes", min(floors), passes * pass_flops, rate))
 
 
 if __name__ == "__main__":

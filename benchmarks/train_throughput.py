@@ -3,6 +3,8 @@
 Both train F1 on the real MNIST training set with ADAM, same model, same batch size, same
 threads, one epoch each after a short warm-up, side by side in one run. The plain loop reads
 `torchvision.datasets.MNIST` through a `DataLoader` (ToTensor per example, default workers).
+The floor (floor.py) is the samples/s the fp32 matmul rate would allow for a step's FLOPs;
+"ours/floor" is how many times slower than that we are.
 
     python benchmarks/train_throughput.py --root ../shared/data [--epochs 1] [--threads 2]
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from floor import flops, matmul_rate
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
@@ -72,6 +75,13 @@ def our_trainer(data_file: Path, batch: int, epochs: int, device: torch.device) 
     return epochs * trainer.n_train / seconds
 
 
+def step_flops(batch: int, device: torch.device) -> int:
+    """FLOPs of one training step of F1 (forward and backward; ADAM's update is not a matmul)."""
+    model = build("F1", seed=0).to(device)
+    x, y = torch.randn(batch, 784, device=device), torch.randint(0, 10, (batch,), device=device)
+    return flops(lambda: F.cross_entropy(model(x), y).backward())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw")
@@ -89,11 +99,16 @@ def main() -> None:
             f"F1 on MNIST (60,000 examples), ADAM, {device}, {torch.get_num_threads()} threads, "
             f"{args.epochs} epoch(s) each"
         )
-        print(f"{'batch':>6} {'ours (samples/s)':>17} {'plain loop (samples/s)':>23} {'ratio':>6}")
+        rate = matmul_rate(device)
+        print(f"fp32 matmul: {rate / 1e12:.3g} TFLOP/s; floor = FLOPs of a step / that rate")
+        print(f"{'batch':>6} {'ours (samples/s)':>17} {'plain loop (samples/s)':>23} {'ratio':>6} "
+              f"{'floor (samples/s)':>18} {'ours/floor':>11}")  # fmt: skip
         for batch in (256, 6000):
             ours = our_trainer(data_file, batch, args.epochs, device)
             plain = plain_loop(args.root, batch, args.epochs, device)
-            print(f"{batch:>6} {ours:>17,.0f} {plain:>23,.0f} {ours / plain:>5.2f}x")
+            floor = rate * batch / step_flops(batch, device)
+            print(f"{batch:>6} {ours:>17,.0f} {plain:>23,.0f} {ours / plain:>5.2f}x "
+                  f"{floor:>18,.0f} {floor / ours:>10.1f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

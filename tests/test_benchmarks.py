@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -34,3 +35,21 @@ def test_gpu_check_runs_on_cpu_and_resumes_bit_identically(tmp_path):
         else:
             assert "nit 2" in rest[1]  # φ of the LB run, with its solver statistics
     assert "device: cpu:" in table.read_text()
+
+
+def test_hessian_benchmark_agrees_with_pyhessian(trials):
+    """λ_max and trace beside PyHessian's on a small F1 run; the times are printed, not held to
+    a target here (a benchmark's business, on an idle machine)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "hessian.py"), trials["LB"][0]]
+        + ["--chunk", "300", "--tol", "1e-4", "--samples", "40", "--threads", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    apart = float(re.search(r"PyHessian [-\d.e+]+: ([\d.]+)% apart", out).group(1))
+    assert apart <= 1.0, out
+    errors = float(re.search(r"([\d.]+) standard errors apart", out).group(1))
+    assert errors <= 3.0, out  # 2 is the target; 3 leaves room for one unlucky draw
+    assert re.search(r"lambda_max, ours: .* ([\d.]+)x the floor", out), out
