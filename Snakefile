@@ -34,6 +34,8 @@ wildcard_constraints:
     bn="batch|running",
     start="zero|random|multistart",
     measure="|".join(MEASURES),
+    dims="1|2",
+    part=r"\d+",
     figure="|".join(FIGURE_OF),
 
 
@@ -44,6 +46,7 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/experiments.smk"
 include: "workflow/rules/panel.smk"
+include: "workflow/rules/surface.smk"
 
 
 # ---- Jobs that run where Snakemake runs (seconds each; not worth a cluster queue) ----------
@@ -54,6 +57,8 @@ localrules:
     measure,
     figure_experiment,
     panel,
+    surface,
+    figure_surface,
     sensitivity,
     sensitivity_report,
 

@@ -287,7 +287,7 @@ def code_modules(inputs: list[str]) -> set[str]:
 # pass every option explicitly, so these are not code inputs (docs/architecture.md).
 COMMAND_LINE = {"cli", "registry", "__main__"}
 MEASURING = ("sharpness", "landscape", "directions", "trajectory", "measure", "figure", "tables",
-             "panel", "matched")  # fmt: skip
+             "panel", "matched", "surface")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -305,7 +305,7 @@ def test_every_module_a_job_imports_is_among_its_code_inputs(smoke_run):
         if rule.startswith(MEASURING):  # measuring never runs the training loop
             assert "training" not in imported | code_modules(inputs), (rule, log)
         checked.add(rule)
-    assert len(checked) == 13, checked  # every rule that runs a command
+    assert len(checked) == 16, checked  # every rule that runs a command
 
 
 # What an edit to each module reruns in a finished smoke run: the rules that hold it among their
@@ -333,15 +333,18 @@ ALL_BUT_DATA = {
     "panel_measure": 9 * 5 + 2,  # F1's 9 runs × 5 measures, and 2 spectral densities
     "matched": 2,
     "panel": 1,
+    "surface_part": 4,  # F1 LB trial 0: a line and a plane, 2 parts each
+    "surface": 2,
+    "figure_surface": 2,
     "tables": 1,
     "all": 1,
 }
-FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 15, "all": 1}
+FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 15, "figure_surface": 2, "all": 1}
 EDITS = {
     "lbfgsb.py": ({"sharpness", "directions", "trajectory", "matched"}, EVERY_PHI),
     "training.py": ({"train"}, ALL_BUT_DATA),
     "models.py": (set(ALL_BUT_DATA) - {"all"}, ALL_BUT_DATA),
-    "figures.py": ({"figure_parametric", "figure_experiment"}, FIGURES_ONLY),
+    "figures.py": ({"figure_parametric", "figure_experiment", "figure_surface"}, FIGURES_ONLY),
 }
 
 
@@ -370,8 +373,8 @@ def test_an_edited_module_reruns_exactly_the_jobs_that_run_it(smoke_run, module)
 def test_figure_style_change_redraws_figures_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
     # F1, F2, C1 × (2 parametric plots; Figure 2, Appendix C, random directions); F1: Figs. 4-6;
-    # C1: Appendix E's remedies; F1: the panel's two
-    assert counts == {"figure_parametric": 6, "figure_experiment": 15, "all": 1, "total": 22}
+    # C1: Appendix E's remedies; F1: the panel's two, and the surfaces' two
+    assert counts == {**FIGURES_ONLY, "total": 24}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
@@ -420,7 +423,10 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
         "panel_measure": (4 + 2) * 5 + 2,  # the panel of those runs (not the warm starts)
         "matched": 2,
         "panel": 1,
-        "total": 70,
+        "surface_part": 4,
+        "surface": 2,
+        "figure_surface": 2,
+        "total": 78,
     }  # no prepare_dataset
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 

@@ -176,6 +176,18 @@ def cmd_adaptive(args: argparse.Namespace) -> None:
     _write_json(result, args.out)
 
 
+def cmd_surface(args: argparse.Namespace) -> None:
+    from .surface import SurfaceConfig, merge, surface
+
+    if args.action == "merge":
+        merge(args.parts, args.out)
+    else:
+        cfg = _settings(SurfaceConfig, args)
+        which = args.epoch if args.epoch is not None else "final"
+        surface(args.run, args.out, cfg, args.part, args.parts, which, args.device, _log)
+    _log(f"wrote {args.out}")
+
+
 def cmd_trajectory(args: argparse.Namespace) -> None:
     from .sharpness import SharpnessConfig
     from .trajectory import trajectory
@@ -410,6 +422,23 @@ def _adaptive_options(p: argparse.ArgumentParser) -> None:
     _measures(p, MEASURES)
 
 
+def _surface_options(p: argparse.ArgumentParser) -> None:
+    from .surface import SurfaceConfig
+
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    compute = actions.add_parser("compute", help="compute a surface (or one part of its grid)")
+    compute.add_argument("run", help="run file from `sharpminima train`")
+    compute.add_argument("--out", required=True, help="surface file to write (.h5)")
+    compute.add_argument("--epoch", type=int, default=None, help="a stored epoch (default: final)")
+    compute.add_argument("--part", type=int, default=0, help="this job's part (0-based)")
+    compute.add_argument("--parts", type=int, default=1, help="parts the grid is split into")
+    _add_settings(compute, SurfaceConfig)
+    _runs_on(compute)
+    merged = actions.add_parser("merge", help="join the parts of one surface")
+    merged.add_argument("parts", nargs="+", help="every part file of one surface")
+    merged.add_argument("--out", required=True, help="surface file to write (.h5)")
+
+
 def _trajectory_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", nargs="+", required=True, help="run files (one trial's SB and LB)")
     p.add_argument("--bn", nargs="+", default=["batch"], help="BatchNorm modes: batch running")
@@ -526,6 +555,7 @@ COMMANDS = {
     "sharpness": (_sharpness_stage_options, cmd_sharpness),
     "curvature": (_curvature_options, cmd_curvature),
     "adaptive": (_adaptive_options, cmd_adaptive),
+    "surface": (_surface_options, cmd_surface),
     "trajectory": (_trajectory_options, cmd_trajectory),
     "landscape": (_landscape_options, cmd_landscape),
     "directions": (_directions_options, cmd_directions),

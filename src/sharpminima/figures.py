@@ -17,6 +17,7 @@ from .atomic import atomic_path  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .landscape import read_landscape  # noqa: E402
 from .settings import setting  # noqa: E402
+from .surface import read_surface  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -391,4 +392,38 @@ def spectral_density(csv: str | Path, out: str | Path, style: Style = DEFAULT_ST
         ax.set_ylabel("density (σ = 1% of the span)")
         ax.legend()
         ax.grid(True, lw=0.3, alpha=0.5)
+        return save(fig, out)
+
+
+def loss_surface(h5: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """A filter-normalised surface (Li et al., 2018) around one minimizer: training loss along
+    one direction (1-D), or as a contour map beside a 3-D view (2-D), on a log scale."""
+    attrs, d = read_surface(h5)
+    loss = np.maximum(d["train_loss"], 1e-12)
+    title = f"{attrs['network']} {attrs['regime']}, trial {attrs['run_seed']}"
+    with plt.rc_context(style.rc()):
+        if len(d["beta"]) == 1:
+            fig, ax = plt.subplots(figsize=(style.width, style.height))
+            ax.semilogy(d["alpha"], loss[:, 0], "b-")
+            ax.set_xlabel("α (filter-normalised direction)")
+            ax.set_ylabel("training loss")
+            ax.grid(True, lw=0.3, alpha=0.5)
+            ax.set_title(title)
+            return save(fig, out)
+        fig = plt.figure(figsize=(2 * style.width, style.height * 1.3))
+        ax = fig.add_subplot(1, 2, 1)
+        a, b = np.meshgrid(d["alpha"], d["beta"], indexing="ij")
+        levels = np.geomspace(loss.min(), loss.max(), 12) if loss.max() > loss.min() else 12
+        contour = ax.contour(a, b, loss, levels=levels, cmap="viridis",
+                             norm=matplotlib.colors.LogNorm())  # fmt: skip
+        ax.clabel(contour, fontsize=style.font_size - 2, fmt="%.2g")
+        ax.plot(0, 0, "r*")
+        ax.set_xlabel("α")
+        ax.set_ylabel("β")
+        ax.set_title(title)
+        ax3 = fig.add_subplot(1, 2, 2, projection="3d")
+        ax3.plot_surface(a, b, np.log10(loss), cmap="viridis", linewidth=0)
+        ax3.set_xlabel("α")
+        ax3.set_ylabel("β")
+        ax3.set_zlabel("log10 training loss")
         return save(fig, out)

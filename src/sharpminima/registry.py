@@ -46,6 +46,9 @@ STAGES = {
     "landscape": Stage(
         ("landscape",), "landscape", "loss and accuracy along a curve from SB to LB"
     ),
+    "surface": Stage(
+        ("surface",), "surface", "filter-normalised 1-D or 2-D loss surface around an iterate"
+    ),
     "directions": Stage(
         ("directions",), "directions", "f along random unit directions at φ's radius, as CSV"
     ),
@@ -95,6 +98,7 @@ FIGURES = {
     "remedies": "remedy_bars",
     "panel": "panel_scatter",
     "density": "spectral_density",
+    "surface": "loss_surface",
 }
 
 
@@ -103,7 +107,7 @@ FIGURES = {
 # `sharpminima figure {kind}` draws from that CSV.
 @dataclass(frozen=True)
 class Experiment:
-    csv: str
+    csv: str | None  # None: its outputs are not a CSV (targets.smk names them)
     figure: str | None = None
     kind: str | None = None
     more: tuple[Experiment, ...] = ()  # further CSVs (and figures) the same job writes
@@ -122,6 +126,7 @@ EXPERIMENTS = {
     "warmstart": Experiment("warmstart", "warmstart", "warmstart"),
     "remedies": Experiment("remedies", "remedies", "remedies"),
     "panel": Experiment("panel", "panel", "panel", (Experiment("density", "density", "density"),)),
+    "surfaces": Experiment(None),
 }
 
 # The sharpness panel: what each stage measures of one iterate (`sharpminima STAGE WHAT`), and

@@ -20,6 +20,12 @@ def landscape_options():
     return {**options, "buffers": int(options["buffers"])}
 
 
+def surface_options():
+    """Settings that change a surface (the dimension and part are wildcards)."""
+    skip = ("networks", "trials", "regimes", "dims", "parts")
+    return {k: v for k, v in config["surface"].items() if k not in skip}
+
+
 def dataset_options(dataset):
     """The source of a dataset and its `sharpminima prepare` options."""
     entry = dict(config["datasets"][dataset])

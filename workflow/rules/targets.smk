@@ -50,11 +50,37 @@ def experiment_networks(name):
     return chosen
 
 
+def surface_outputs():
+    """The surface figures: each network's minimizers of surface.trials × surface.regimes."""
+    s = config["surface"]
+    regimes = s["regimes"] or config["landscape_regimes"]
+    unknown = [r for r in regimes if r not in REGIMES]
+    if unknown:
+        sys.exit(
+            f"config: surface.regimes: {', '.join(unknown)} not among the study's regimes "
+            f"({', '.join(REGIMES)}): fix the name"
+        )
+    return study_paths(
+        rules.figure_surface.output.png,
+        network=experiment_networks("surface"),
+        regime=regimes,
+        seed=s["trials"],
+        dims=s["dims"],
+    )
+
+
+# The outputs of the experiment switches that write no CSV (registry: `csv` None).
+OTHER_OUTPUTS = {"surfaces": surface_outputs}
+
+
 def experiment_outputs():
     """The CSVs and figures of the experiments switched on, for each network they run on."""
     outputs = []
     for name, enabled in config["experiments"].items():
         if not enabled:
+            continue
+        if EXPERIMENTS[name].csv is None:
+            outputs += OTHER_OUTPUTS[name]()
             continue
         networks = experiment_networks(name)
         for part in EXPERIMENTS[name].parts():
