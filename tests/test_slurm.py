@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from sharpminima.landscape import read_landscape
 from sharpminima.store import Run
@@ -63,6 +64,12 @@ def _packages() -> set[str]:
     """Every installed Debian package with its version."""
     query = ["dpkg-query", "-W", "-f", "${Package}:${Architecture} ${Version}\\n"]
     return set(subprocess.run(query, capture_output=True, text=True, check=True).stdout.split("\n"))
+
+
+def gpu_rules_of_profile() -> tuple[str, ...]:
+    """The rules the profile gives a GPU (every rule that declares one: test_workflow.py)."""
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    return tuple(rule for rule, res in profile["set-resources"].items() if res.get("gpu"))
 
 
 def _files(root: Path) -> set[str]:
@@ -132,7 +139,7 @@ def test_smoke_preset_through_slurm_matches_local_run(slurm_env, smoke_run, tmp_
     assert rules.count("rule_train") == 4 and rules.count("rule_sharpness") == 4, rules
     assert rules.count("rule_trajectory") == 1 and rules.count("rule_panel_measure") == 2, rules
     assert not any(r.startswith(("rule_tables", "rule_figure")) for r in rules), rules
-    gpu_rules = ("train", "sharpness", "landscape", "directions", "trajectory", "panel_measure")
+    gpu_rules = gpu_rules_of_profile()
     for job in jobs:
         assert job["job_state"] == "COMPLETED", job
         needs_gpu = job["comment"].startswith(tuple(f"rule_{r}_" for r in gpu_rules))

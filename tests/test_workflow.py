@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sharpminima.store import Run
+from sharpminima.surface import read_surface
 
 from .conftest import REPO, SMOKE, snakemake
 
@@ -68,6 +69,25 @@ def test_profiles_load(tmp_path, profile):
     out = proc.stdout + proc.stderr
     assert f"workflow specific profile {REPO / 'workflow/profiles' / profile}" in out
     assert job_counts(proc.stdout)["total"] == 57
+
+
+def gpu_rules() -> set[str]:
+    """The rules that declare the `gpu` resource (they train or evaluate networks)."""
+    rule = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.M | re.S)
+    found = set()
+    for smk in (REPO / "workflow/rules").glob("*.smk"):
+        for name, body in rule.findall(smk.read_text()):
+            if re.search(r"^\s+gpu=config\[\"gpu\"\]", body, re.M):
+                found.add(name)
+    return found
+
+
+def test_the_slurm_profile_gives_a_gpu_to_every_rule_that_declares_one():
+    import yaml
+
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    asked = {rule for rule, res in profile["set-resources"].items() if res.get("gpu")}
+    assert asked == gpu_rules() and {"train", "panel_measure", "surface_part"} <= asked
 
 
 def test_an_experiment_switch_adds_only_its_jobs(tmp_path):
@@ -172,11 +192,40 @@ def test_smoke_preset_runs_the_experiments(smoke_run):
         larger = iterations.batch_l > iterations.batch_s  # C1's 10% of 250 is 25 < 32
         assert (iterations.iters_l[larger] < iterations.iters_s[larger]).all()
         assert larger.any() or net == "C1"
-        directions = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/directions.csv")
-        assert len(directions) == 2 * 2 * 10  # regimes × trials × count
-        assert (directions.fraction_of_phi == directions.rise / directions.phi).all()
-        for figure in ("accuracy", "perfmodel", "directions"):
+        for figure in ("accuracy", "perfmodel"):
             assert (smoke_run / f"results/smoke/figures/{net}/{figure}.pdf").stat().st_size > 5000
+    directions = pd.read_csv(smoke_run / "results/smoke/experiments/F1/directions.csv")
+    assert len(directions) == 2 * 2 * 10  # regimes × trials × count
+    assert (directions.fraction_of_phi == directions.rise / directions.phi).all()
+    assert (smoke_run / "results/smoke/figures/F1/directions.pdf").stat().st_size > 5000
+    assert not (smoke_run / "results/smoke/experiments/C1/directions.csv").exists()  # F1 only
+
+
+@pytest.mark.slow
+def test_smoke_preset_computes_the_panel_matched_loss_and_surfaces(smoke_run):
+    import json
+
+    import pandas as pd
+
+    results = smoke_run / "results/smoke"
+    panel = pd.read_csv(results / "experiments/F1/panel.csv")
+    assert len(panel) == 6 and set(panel.regime) == {"SB", "LB", "b16"}  # no warm starts
+    for measure in ("phi", "eigenvalues", "trace", "linf", "l2", "average"):
+        assert panel[measure].notna().all(), measure
+    verdict = pd.read_csv(results / "experiments/F1/verdict.csv")
+    assert set(verdict.measure) == {"phi", "eigenvalues", "trace", "linf", "l2", "average"}
+    assert (verdict.runs == 6).all() and (verdict.trials == 2).all()
+    matched = pd.read_csv(results / "experiments/F1/matched.csv")
+    assert {"trained", "all"} <= set(matched.examples) and (matched.trials == 2).all()
+    eig = json.loads((results / "curvature/F1/LB/seed0/eigenvalues.json").read_text())
+    assert eig["steps"] <= 8 and eig["regime"] == "LB" and eig["versions"]
+    for dims, shape in ((1, (3, 1)), (2, (3, 3))):
+        surface = read_surface(results / f"surface/F1/LB/seed0/{dims}d.h5")[1]
+        assert surface["train_loss"].shape == shape and np.isfinite(surface["train_loss"]).all()
+        figure = results / f"figures/F1/LB/seed0/surface{dims}d.png"
+        assert figure.stat().st_size > 5000
+    for figure in ("panel", "density"):
+        assert (results / f"figures/F1/{figure}.png").stat().st_size > 5000
 
 
 @pytest.mark.slow
@@ -312,12 +361,12 @@ def test_every_module_a_job_imports_is_among_its_code_inputs(smoke_run):
 # code inputs, and all the jobs the dry run plans.
 EVERY_PHI = {
     "sharpness": 24 + 2 + 3 + 8,  # + sweep's batch 16 (2 trials), 3 warm starts, 4 × 2 remedies
-    "directions": 3,
+    "directions": 1,
     "trajectory": 1,
     "measure": 3,  # Figures 4 and 5, Table 6
     "matched": 2,  # φ of each trial's SB and LB at matched loss
     "panel": 1,
-    "figure_experiment": 3 + 3 + 1 + 2,  # + the panel's two
+    "figure_experiment": 1 + 3 + 1 + 2,  # directions, Figs. 4-6, App. E, the panel's two
     "tables": 1,
     "all": 1,
 }
@@ -326,11 +375,11 @@ ALL_BUT_DATA = {
     "sharpness": 37,
     "landscape": 6,
     "measure": 9 + 3,
-    "directions": 3,
+    "directions": 1,
     "trajectory": 1,
     "figure_parametric": 6,
-    "figure_experiment": 15,
-    "panel_measure": 9 * 5 + 2,  # F1's 9 runs × 5 measures, and 2 spectral densities
+    "figure_experiment": 13,
+    "panel_measure": 6 * 5 + 2,  # F1's 6 runs (study, sweep) × 5 measures, 2 densities
     "matched": 2,
     "panel": 1,
     "surface_part": 4,  # F1 LB trial 0: a line and a plane, 2 parts each
@@ -339,7 +388,7 @@ ALL_BUT_DATA = {
     "tables": 1,
     "all": 1,
 }
-FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 15, "figure_surface": 2, "all": 1}
+FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 13, "figure_surface": 2, "all": 1}
 EDITS = {
     "lbfgsb.py": ({"sharpness", "directions", "trajectory", "matched"}, EVERY_PHI),
     "training.py": ({"train"}, ALL_BUT_DATA),
@@ -372,35 +421,35 @@ def test_an_edited_module_reruns_exactly_the_jobs_that_run_it(smoke_run, module)
 @pytest.mark.slow
 def test_figure_style_change_redraws_figures_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
-    # F1, F2, C1 × (2 parametric plots; Figure 2, Appendix C, random directions); F1: Figs. 4-6;
-    # C1: Appendix E's remedies; F1: the panel's two, and the surfaces' two
-    assert counts == {**FIGURES_ONLY, "total": 24}
+    # F1, F2, C1 × (2 parametric plots; Figure 2, Appendix C); F1: random directions, Figs. 4-6,
+    # the panel's two and the surfaces' two; C1: Appendix E's remedies
+    assert counts == {**FIGURES_ONLY, "total": 22}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
 @pytest.mark.slow
 def test_sharpness_change_never_retrains(smoke_run):
     counts, _ = rerun_plan(smoke_run, "sharpness: {eps: [0.002], spaces: [full, random]}\n")
-    # + the panel's φ (first ε) of the sweep's and warm starts' runs, and the panel
+    # + the panel's φ (first ε) of the sweep's runs, and the panel
     panel = {"panel": 1, "figure_experiment": 2, "matched": 2}
-    assert counts == {"sharpness": 24 + 5, **panel, "tables": 1, "all": 1, "total": 36}
+    assert counts == {"sharpness": 24 + 2, **panel, "tables": 1, "all": 1, "total": 33}
     counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
     # Every φ follows, with what reads φ: random directions (ε = 1e-3), Figure 6's trajectory,
     # the φ of the sweep's and warm starts' runs (Figures 4 and 5) and of the remedies' runs
     # (Table 6), the panel, but no training.
-    assert counts == {**EVERY_PHI, "total": 58}
+    assert counts == {**EVERY_PHI, "total": 54}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
-# The jobs of one smoke network's chain after its runs change (2 regimes × 2 trials).
+# The jobs of one smoke network's chain after its runs change (2 regimes × 2 trials): F2's;
+# F1 also has random directions (their job and figure), and more below.
 ONE_NETWORK = {
     "train": 4,
     "sharpness": 8,
     "landscape": 2,
     "figure_parametric": 2,
     "measure": 3,
-    "directions": 1,
-    "figure_experiment": 3,
+    "figure_experiment": 2,
     "tables": 1,
     "all": 1,
 }
@@ -419,7 +468,8 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
         "sharpness": 8 + 2,
         "trajectory": 1,
         "measure": 3 + 1,  # + the sweep's
-        "figure_experiment": 3 + 2 + 2,
+        "directions": 1,
+        "figure_experiment": 2 + 1 + 2 + 2,
         "panel_measure": (4 + 2) * 5 + 2,  # the panel of those runs (not the warm starts)
         "matched": 2,
         "panel": 1,
@@ -434,7 +484,7 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
 @pytest.mark.slow
 def test_dataset_change_reprepares_it_and_its_network_only(smoke_run):
     counts, _ = rerun_plan(smoke_run, "datasets: {tiny_timit: {seed: 5}}\n")
-    assert counts == {"prepare_dataset": 1, **ONE_NETWORK, "total": 26}  # F2's chain
+    assert counts == {"prepare_dataset": 1, **ONE_NETWORK, "total": 24}  # F2's chain
 
 
 @pytest.mark.slow

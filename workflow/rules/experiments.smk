@@ -45,7 +45,13 @@ rule directions:
         runtime=120,
         gpu=config["gpu"],
     params:
-        options=cli_args({k: v for k, v in config["directions"].items() if k != "eps"}),
+        options=cli_args(
+            {
+                k: v
+                for k, v in config["directions"].items()
+                if k not in ("eps", "networks")
+            }
+        ),
     shell:
         "sharpminima directions --runs {input.runs} --phi {input.phi} {params.options} "
         "--threads {threads} --out {output.csv} > {log} 2>&1"

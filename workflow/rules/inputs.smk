@@ -199,14 +199,18 @@ def matched_settings():
 
 def panel_population(network):
     """The panel's runs of a network as (regime, trial): the study's pair first (SB trials,
-    LB trials), its other regimes, then the runs each switched-on experiment adds."""
+    LB trials), its other regimes, then the runs each switched-on experiment of
+    panel.include adds."""
     trials = range(config["trials"])
     pairs = [
         (r, s)
         for r in config["landscape_regimes"] + list(config["regimes"])
         for s in trials
     ]
-    on = config["experiments"]
+    on = {
+        k: v and k in config["panel"]["include"]
+        for k, v in config["experiments"].items()
+    }
     if on["sweep"] and network in experiment_networks("sweep"):
         pairs += [(r, s) for r in R.sweep.values() for s in sweep_seeds()]
     if on["warmstart"] and network in experiment_networks("warmstart"):
