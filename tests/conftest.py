@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+import torch
 
 from sharpminima.data import make_synthetic
 from sharpminima.training import TrainConfig, train
@@ -17,14 +21,41 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SMOKE = REPO / "workflow" / "presets" / "smoke.yaml"
 
 
-def cli(*args: object, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run `sharpminima ARGS` in a fresh interpreter; return the finished process."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "sharpminima", *map(str, args)],
-        capture_output=True,
-        text=True,
-        **kwargs,
-    )
+def _show(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _in_process(argv: list[str]) -> subprocess.CompletedProcess:
+    """`sharpminima.cli.main(argv)` with stdout, stderr and the exit status a process would
+    have: every warning shown on stderr (as a fresh interpreter shows each once), and PyTorch's
+    thread count (which --threads sets) put back."""
+    from sharpminima.cli import main
+
+    out, err, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
+    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _show
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse: --help, bad arguments
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        finally:
+            torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["sharpminima", *argv], code, out.getvalue(), err.getvalue())
+
+
+def cli(*args: object, check: bool = True, process: bool = False) -> subprocess.CompletedProcess:
+    """Run `sharpminima ARGS` as a user would and return how it ended.
+
+    In this interpreter by default: starting a fresh one (and importing PyTorch there) is most of
+    a small command's time, and the command's code is the same. `process=True` runs the
+    installed `sharpminima` in a fresh interpreter, for what only a process shows.
+    """
+    argv = [str(a) for a in args]
+    if process:
+        proc = subprocess.run(["sharpminima", *argv], capture_output=True, text=True)
+    else:
+        proc = _in_process(argv)
     if check and proc.returncode != 0:
         raise AssertionError(f"sharpminima {args} failed:\n{proc.stderr}")
     return proc

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -109,9 +110,14 @@ def test_bad_training_numbers_are_one_line(mnist_like, tmp_path, extra, words):
 
 
 def test_bad_arguments_are_one_line(tmp_path):
-    proc = cli("sharpness", "run.h5", "--eps", "--out", tmp_path / "o.json", check=False)
+    """Through the installed command, in a process of its own: what a user's shell sees."""
+    args = ("sharpness", "run.h5", "--eps", "--out", tmp_path / "o.json")
+    proc = cli(*args, check=False, process=True)
     assert_one_line_error(proc, "argument --eps: expected one argument", "--help")
     assert proc.returncode == 2
+    missing = cli("sharpness", tmp_path / "none.h5", "--out", tmp_path / "o.json", check=False,
+                  process=True)  # fmt: skip
+    assert_one_line_error(missing, "none.h5") and missing.returncode == 2
     assert_one_line_error(cli("train", "--network", check=False), "expected one argument")
     assert_one_line_error(cli("frobnicate", check=False), "invalid choice")
 
@@ -447,11 +453,16 @@ def test_fuzzed_config_files_never_end_in_a_traceback(tmp_path):
     good = (REPO / "config.yaml").read_bytes()
     cases = [good[: len(good) * k // 12] for k in range(1, 12)]
     cases += [good[:i] + b"\x00:[" + good[i + 3 :] for i in range(40, len(good), len(good) // 12)]
-    for i, data in enumerate(cases):
+
+    def plan(i: int) -> subprocess.CompletedProcess:
         config = tmp_path / f"c{i}.yaml"
-        config.write_bytes(data)
+        config.write_bytes(cases[i])
         (tmp_path / f"w{i}").mkdir()
-        proc = snakemake(tmp_path / f"w{i}", "-n", "--configfile", config, check=False)
+        return snakemake(tmp_path / f"w{i}", "-n", "--configfile", config, check=False)
+
+    with ThreadPoolExecutor(2) as pool:  # two dry runs at a time
+        procs = list(pool.map(plan, range(len(cases))))
+    for proc in procs:
         out = proc.stdout + proc.stderr
         assert "Traceback" not in out, out
         if proc.returncode != 0:

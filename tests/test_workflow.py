@@ -189,7 +189,7 @@ def test_smoke_preset_runs_the_experiments(smoke_run):
         distances = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/distances.csv")
         assert distances.seed.tolist() == [0, 1] and (distances.ratio > 0).all()
         iterations = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/iterations.csv")
-        larger = iterations.batch_l > iterations.batch_s  # C1's 10% of 250 is 25 < 32
+        larger = iterations.batch_l > iterations.batch_s  # C1's 10% of 200 is 20 < 32
         assert (iterations.iters_l[larger] < iterations.iters_s[larger]).all()
         assert larger.any() or net == "C1"
         for figure in ("accuracy", "perfmodel"):

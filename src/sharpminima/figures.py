@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
 from .errors import UserError  # noqa: E402
@@ -345,7 +346,8 @@ def _regime_colour(regime: str, sb: str, lb: str) -> str:
 def panel_scatter(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     """Each measure (one panel each) against the generalization gap, one point per run: the
     study's first two regimes (SB, LB) in blue and red, every other run (sweep, warm starts,
-    remedies) in grey. A measure that predicts the gap rises from left to right."""
+    remedies) in grey, with Kendall's τ over all runs (its interval: verdict.csv). A measure
+    that predicts the gap rises from left to right."""
     d = _table(csv, "panel", ["regime", "seed", "gap_acc"])
     measures = [m for m in PANEL_LABELS if m in d]
     if not measures:
@@ -362,6 +364,11 @@ def panel_scatter(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE
             ax.scatter(d[m], d.gap_acc, c=colours, s=10)
             if (d[m] > 0).all() and d[m].max() > 10 * d[m].min():
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            else:
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
+            tau = stats.kendalltau(d[m], d.gap_acc).statistic if len(d) > 1 else np.nan
+            ax.set_title(f"Kendall τ = {tau:.2f}", fontsize=style.font_size - 1)
             ax.set_xlabel(PANEL_LABELS[m])
             ax.grid(True, lw=0.3, alpha=0.5)
         for ax in axes[:, 0]:
@@ -383,11 +390,12 @@ def spectral_density(csv: str | Path, out: str | Path, style: Style = DEFAULT_ST
     sb, lb = (list(dict.fromkeys(d.regime)) + ["", ""])[:2]
     with plt.rc_context(style.rc()):
         fig, ax = plt.subplots(figsize=(style.width, style.height))
+        floor = d.density.max() * 1e-8  # eight decades: below, the kernels' tails only
         for (regime, seed), line in d.groupby(["regime", "seed"], sort=False):
-            floor = line.density.max() * 1e-12
             colour = _regime_colour(regime, sb, lb)
             label = f"{regime} trial {seed}"
             ax.semilogy(line.eigenvalue, line.density.clip(floor), color=colour, label=label)
+        ax.set_ylim(floor, d.density.max() * 2)
         ax.set_xlabel("eigenvalue λ of the Hessian")
         ax.set_ylabel("density (σ = 1% of the span)")
         ax.legend()
@@ -416,8 +424,11 @@ def loss_surface(h5: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) 
         levels = np.geomspace(loss.min(), loss.max(), 12) if loss.max() > loss.min() else 12
         contour = ax.contour(a, b, loss, levels=levels, cmap="viridis",
                              norm=matplotlib.colors.LogNorm())  # fmt: skip
-        ax.clabel(contour, fontsize=style.font_size - 2, fmt="%.2g")
+        ax.clabel(contour, contour.levels[::2], fontsize=style.font_size - 2, fmt="%.2g")
         ax.plot(0, 0, "r*")
+        ax.set_aspect("equal")
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_locator(MaxNLocator(5))
         ax.set_xlabel("α")
         ax.set_ylabel("β")
         ax.set_title(title)
