@@ -126,6 +126,10 @@ def test_a_dataloader_gives_the_same_products_as_the_tensors():
     torch.testing.assert_close(a, b)
     with pytest.raises(UserError, match="shuffle=False"):
         Objective(model, DataLoader(TensorDataset(x, y), shuffle=True), loss=loss)
+    with pytest.raises(UserError, match="one-shot iterator"):
+        Objective(model, iter(loader), loss=loss)  # f would be 0 after its first pass
+    listed = Objective(model, list(loader), loss=loss).hvp(v)
+    torch.testing.assert_close(a, listed)
 
 
 @pytest.mark.parametrize("bn", ["batch", "running"])

@@ -50,9 +50,10 @@ def cross_entropy_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class Objective:
     """f(θ) = (1/n) Σ loss(model_θ(x_i), y_i) over `data`, at flat parameters θ.
 
-    `data` is a pair (x, y), cut into chunks of `chunk`, or an iterable of (x, y) batches such
-    as a DataLoader (its batches are the chunks; it must not shuffle, or with batch-statistics
-    BatchNorm f would change from call to call). `loss` returns the *sum* over a chunk.
+    `data` is a pair (x, y), cut into chunks of `chunk`, or an iterable of (x, y) batches that
+    can be iterated again, such as a DataLoader or a list (its batches are the chunks; it must
+    not shuffle, or with batch-statistics BatchNorm f would change from call to call). `loss`
+    returns the *sum* over a chunk.
     """
 
     def __init__(
@@ -66,6 +67,8 @@ class Objective:
         self.model, self.data, self.bn, self.chunk, self.loss = model, data, bn, chunk, loss
         if isinstance(data, DataLoader) and isinstance(data.sampler, RandomSampler):
             raise UserError("the DataLoader shuffles: pass one with shuffle=False, so f is fixed")
+        if not isinstance(data, tuple) and iter(data) is data:  # a generator: read once only
+            raise UserError("data is a one-shot iterator: pass a DataLoader, a list or (x, y)")
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise UserError("the model has no trainable parameters: nothing to measure")
