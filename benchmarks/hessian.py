@@ -96,8 +96,8 @@ def main() -> None:
         f"{theirs['trace_seconds']:.1f} s): {apart:.2f} standard errors apart (target <= 2)",
     ]
     print("\n".join(lines))
-    print(floor_line("lambda_max, ours", eig["seconds"], eig["hvp"] * hvp_flops, rate))
-    print(floor_line("trace, ours", trace["seconds"], trace["hvp"] * hvp_flops, rate))
+    print(floor_line("lambda_max, ours", eig["seconds"], eig["evaluations"] * hvp_flops, rate))
+    print(floor_line("trace, ours", trace["seconds"], trace["evaluations"] * hvp_flops, rate))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sharpminima.adaptive import WorstConfig, run_adaptive
-from sharpminima.curvature import DensityConfig, EigenConfig, run_curvature
+from sharpminima.adaptive import WorstConfig, adaptive
+from sharpminima.curvature import DensityConfig, EigenConfig, curvature
 from sharpminima.errors import UserError
 from sharpminima.figures import panel_scatter, spectral_density
 from sharpminima.panel import bootstrap_tau, granulated_tau, panel_table, sign_test, verdict
 from sharpminima.sharpness import SharpnessConfig, run_sharpness
+from sharpminima.store import measure_iterate
 
 from .conftest import assert_one_line_error, cli
 
@@ -61,12 +62,16 @@ def measured(trials, tmp_path_factory):
     runs = trials["SB"] + trials["LB"]
     results, densities = [], []
     quiet = {"device": "cpu", "log": lambda m: None}
+
+    def on(run, measure, cfg):
+        return measure_iterate(run, "final", lambda m, d: measure(m, d, cfg), cfg, **quiet)
+
     for i, run in enumerate(runs):
         for name, result in (
             ("phi", run_sharpness(run, SharpnessConfig(iters=2, chunk=300), **quiet)),
-            ("eig", run_curvature(run, EigenConfig(k=1, max_steps=6, tol=0.1, chunk=300), **quiet)),
-            ("linf", run_adaptive(run, WorstConfig(steps=2, chunk=300), **quiet)),
-            ("density", run_curvature(run, DensityConfig(steps=5, chunk=300), **quiet)),
+            ("eig", on(run, curvature, EigenConfig(k=1, max_steps=6, tol=0.1, chunk=300))),
+            ("linf", on(run, adaptive, WorstConfig(steps=2, chunk=300))),
+            ("density", on(run, curvature, DensityConfig(steps=5, chunk=300))),
         ):
             path = folder / f"{name}{i}.json"
             path.write_text(json.dumps(result))

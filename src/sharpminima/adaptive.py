@@ -16,10 +16,8 @@ next by 1/c (which leaves f unchanged) leaves these measures unchanged too. Metr
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -27,9 +25,8 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .objective import Data, Evaluation, LossFn, Objective, cross_entropy_sum
+from .objective import Data, Evaluation, LossFn, Measures, Objective, cross_entropy_sum, measure
 from .settings import setting
-from .store import measure_iterate
 
 Log = Callable[[str], None] | None
 
@@ -129,8 +126,8 @@ def average_case(f: Objective, cfg: AverageConfig, log: Log = None) -> dict[str,
     }
 
 
-# `sharpminima adaptive WHAT`: its settings class and its function.
-MEASURES = {
+# `sharpminima adaptive WHAT`: its settings class, and what it computes from f.
+MEASURES: Measures = {
     "linf": (WorstConfig, worst_case),
     "l2": (WorstL2Config, worst_case),
     "average": (AverageConfig, average_case),
@@ -144,29 +141,6 @@ def adaptive(
     loss: LossFn = cross_entropy_sum,
     log: Log = None,
 ) -> dict[str, object]:
-    """Adaptive sharpness of `model`'s current parameters on `data` (a pair (x, y) or a
-    DataLoader that does not shuffle); the model is left unchanged."""
-    cfg.check()
-    started = time.perf_counter()
-    f = Objective(model, data, cfg.bn, cfg.chunk, loss)
-    what, (_, measure) = next((k, v) for k, v in MEASURES.items() if type(cfg) is v[0])
-    try:
-        result = measure(f, cfg, log)
-    finally:
-        f.restore()
-    return {"measure": what, **result, **asdict(cfg), "n_params": f.theta0.numel(),
-            "evaluations": f.evaluations, "seconds": time.perf_counter() - started}  # fmt: skip
-
-
-def run_adaptive(
-    run_path: str | Path,
-    cfg: WorstConfig | WorstL2Config | AverageConfig,
-    which: str | int = "final",
-    data_path: str | Path | None = None,
-    device: str = "auto",
-    log: Callable[[str], None] = print,
-) -> dict[str, object]:
-    """Adaptive sharpness of one stored iterate, on the examples the run trained on."""
-    cfg.check()
-    measure = lambda model, data: adaptive(model, data, cfg, log=log)  # noqa: E731
-    return measure_iterate(run_path, which, measure, cfg, data_path, device, log)
+    """Adaptive sharpness of `model`'s current parameters on `data` (a pair (x, y), a
+    DataLoader that does not shuffle, or a list of batches); the model is left unchanged."""
+    return measure(MEASURES, model, data, cfg, loss, log)

@@ -156,23 +156,24 @@ def _write_json(result: dict, out: str) -> None:
     _log(f"wrote {out}")
 
 
-def cmd_curvature(args: argparse.Namespace) -> None:
-    from .curvature import MEASURES, run_curvature
+def cmd_measure_iterate(args: argparse.Namespace) -> None:
+    """`sharpminima curvature|adaptive WHAT RUN`: the module of that name measures one iterate."""
+    from importlib import import_module
 
-    cfg = _settings(MEASURES[args.what][0], args)
+    from .store import measure_iterate
+
+    module = import_module(f"{__package__}.{args.command}")
+    cfg = _settings(module.MEASURES[args.what][0], args)
+    cfg.check()  # before the run is read: bad settings are one line and no work
     which = args.epoch if args.epoch is not None else "final"
-    result = run_curvature(args.run, cfg, which, args.data, args.device, _log)
-    _log(f"{args.what} done: {result['hvp']} Hessian-vector products, {result['seconds']:.1f}s")
-    _write_json(result, args.out)
+    compute = getattr(module, args.command)  # curvature.curvature, adaptive.adaptive
 
+    def measure(model, data):
+        return compute(model, data, cfg, log=_log)
 
-def cmd_adaptive(args: argparse.Namespace) -> None:
-    from .adaptive import MEASURES, run_adaptive
-
-    cfg = _settings(MEASURES[args.what][0], args)
-    which = args.epoch if args.epoch is not None else "final"
-    result = run_adaptive(args.run, cfg, which, args.data, args.device, _log)
-    _log(f"{args.what} sharpness {result['sharpness']:.6g} ({result['seconds']:.1f}s)")
+    result = measure_iterate(args.run, which, measure, cfg, args.data, args.device, _log)
+    _log(f"{args.command} {args.what}: {result['evaluations']} evaluations of f (or its "
+         f"Hessian-vector products), {result['seconds']:.1f}s")  # fmt: skip
     _write_json(result, args.out)
 
 
@@ -553,8 +554,8 @@ COMMANDS = {
     "prepare": (_prepare_options, cmd_prepare),
     "train": (_train_options, cmd_train),
     "sharpness": (_sharpness_stage_options, cmd_sharpness),
-    "curvature": (_curvature_options, cmd_curvature),
-    "adaptive": (_adaptive_options, cmd_adaptive),
+    "curvature": (_curvature_options, cmd_measure_iterate),
+    "adaptive": (_adaptive_options, cmd_measure_iterate),
     "surface": (_surface_options, cmd_surface),
     "trajectory": (_trajectory_options, cmd_trajectory),
     "landscape": (_landscape_options, cmd_landscape),

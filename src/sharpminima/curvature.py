@@ -16,17 +16,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import UserError
-from .objective import Data, Evaluation, LossFn, Objective, cross_entropy_sum
+from .objective import Data, Evaluation, LossFn, Measures, cross_entropy_sum, measure
 from .settings import setting
-from .store import measure_iterate
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 Log = Callable[[str], None] | None
@@ -205,11 +203,11 @@ def density(
     return total / len(nodes)
 
 
-# What each measure computes, from its settings class: `sharpminima curvature WHAT`.
-MEASURES = {
-    "eigenvalues": (EigenConfig, top_eigenvalues),
-    "trace": (TraceConfig, hutchinson),
-    "density": (DensityConfig, quadrature),
+# `sharpminima curvature WHAT`: its settings class, and what it computes from f.
+MEASURES: Measures = {
+    "eigenvalues": (EigenConfig, lambda f, cfg, log: top_eigenvalues(f.hvp, f.theta0, cfg, log)),
+    "trace": (TraceConfig, lambda f, cfg, log: hutchinson(f.hvp, f.theta0, cfg, log)),
+    "density": (DensityConfig, lambda f, cfg, log: quadrature(f.hvp, f.theta0, cfg, log)),
 }
 
 
@@ -220,29 +218,6 @@ def curvature(
     loss: LossFn = cross_entropy_sum,
     log: Log = None,
 ) -> dict[str, object]:
-    """One curvature measure of `model`'s current parameters on `data` (a pair (x, y) or a
-    DataLoader that does not shuffle); the model is left unchanged."""
-    cfg.check()
-    what = next(name for name, (cls, _) in MEASURES.items() if type(cfg) is cls)
-    started = time.perf_counter()
-    f = Objective(model, data, cfg.bn, cfg.chunk, loss)
-    try:
-        result = MEASURES[what][1](f.hvp, f.theta0, cfg, log)
-    finally:
-        f.restore()
-    return {"measure": what, **result, **asdict(cfg), "n_params": f.theta0.numel(),
-            "hvp": f.evaluations, "seconds": time.perf_counter() - started}  # fmt: skip
-
-
-def run_curvature(
-    run_path: str | Path,
-    cfg: EigenConfig | TraceConfig | DensityConfig,
-    which: str | int = "final",
-    data_path: str | Path | None = None,
-    device: str = "auto",
-    log: Callable[[str], None] = print,
-) -> dict[str, object]:
-    """A curvature measure of one stored iterate, on the examples the run trained on."""
-    cfg.check()
-    measure = lambda model, data: curvature(model, data, cfg, log=log)  # noqa: E731
-    return measure_iterate(run_path, which, measure, cfg, data_path, device, log)
+    """One curvature measure of `model`'s current parameters on `data` (a pair (x, y), a
+    DataLoader that does not shuffle, or a list of batches); the model is left unchanged."""
+    return measure(MEASURES, model, data, cfg, loss, log)

@@ -8,8 +8,10 @@ measures comparable; taking a tensor pair *or* a DataLoader lets users measure t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -124,3 +126,30 @@ class Objective:
     def restore(self) -> None:
         """Put θ0 back into the model."""
         vector_to_parameters(self.theta0, self.params)
+
+
+# A measure: its settings class, and what it computes from f, the settings and a log.
+Measures = dict[str, tuple[type, Callable[["Objective", Any, Callable[[str], None] | None], dict]]]
+
+
+def measure(
+    measures: Measures,
+    model: nn.Module,
+    data: Data,
+    cfg: Evaluation,
+    loss: LossFn = cross_entropy_sum,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, object]:
+    """The measure of `measures` whose settings class is `cfg`'s, of `model`'s parameters on
+    `data`, with its settings, the evaluations of f it took (for curvature: Hessian-vector
+    products) and its seconds; the model is left unchanged."""
+    cfg.check()
+    what, (_, compute) = next((k, v) for k, v in measures.items() if type(cfg) is v[0])
+    started = time.perf_counter()
+    f = Objective(model, data, cfg.bn, cfg.chunk, loss)
+    try:
+        result = compute(f, cfg, log)
+    finally:
+        f.restore()
+    return {"measure": what, **result, **asdict(cfg), "n_params": f.theta0.numel(),
+            "evaluations": f.evaluations, "seconds": time.perf_counter() - started}  # fmt: skip

@@ -34,11 +34,12 @@ STAGES = {
     "prepare": Stage(("data",), "datasets", "turn a dataset source into the dataset HDF5 format"),
     "train": Stage(("training",), "training", "train one run (network, batch, seed) into HDF5"),
     "sharpness": Stage(("sharpness",), "sharpness", "Metric 2.1 of a stored iterate (L-BFGS-B)"),
+    # (+ store: the command measures a stored iterate with store.measure_iterate)
     "curvature": Stage(
-        ("curvature",), "curvature", "Hessian eigenvalues, trace or spectral density of an iterate"
+        ("curvature", "store"), "curvature", "Hessian eigenvalues, trace or spectral density"
     ),
     "adaptive": Stage(
-        ("adaptive",), "adaptive", "scale-invariant (adaptive) sharpness of an iterate"
+        ("adaptive", "store"), "adaptive", "scale-invariant (adaptive) sharpness of an iterate"
     ),
     "trajectory": Stage(
         ("trajectory",), "trajectory", "φ of stored iterates along runs (Figure 6), as CSV"
