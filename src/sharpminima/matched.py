@@ -125,6 +125,7 @@ def matched(
     rows, i, total = [], 0, 2 * len(plan)
     for run in (sb, lb):
         data = {}  # loaded once per run and examples, only if a point of it is missing
+        losses = candidates(run)
         for level, epochs, examples, name in plan:
             point, i = work / f"{i:04d}.json", i + 1
             row = workdir.cached(point, "value", log)
@@ -141,7 +142,7 @@ def matched(
                 row = {
                     "network": run.attrs["network"], "seed": run.attrs["seed"],
                     "regime": run.label, "batch_size": run.attrs["batch_size"], "level": level,
-                    "epoch": epoch, "train_loss_recorded": candidates(run)[epoch],
+                    "epoch": epoch, "train_loss_recorded": losses[epoch],
                     "examples": examples, "n_examples": len(data[examples][1]), "measure": name,
                     "value": float(value),
                 }  # fmt: skip
