@@ -441,6 +441,14 @@ def test_sharpness_change_never_retrains(smoke_run):
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
+@pytest.mark.slow
+def test_fewer_matched_trials_rerun_the_panel_only(smoke_run):
+    counts, reasons = rerun_plan(smoke_run, "panel: {matched_trials: [1]}\n")
+    # seed 1's matched job is there already; the panel reads one CSV fewer
+    assert counts == {"panel": 1, "figure_experiment": 2, "all": 1, "total": 4}
+    assert any(r.startswith("Set of input files has changed") for r in reasons)
+
+
 # The jobs of one smoke network's chain after its runs change (2 regimes × 2 trials): F2's;
 # F1 also has random directions (their job and figure), and more below.
 ONE_NETWORK = {

@@ -197,6 +197,12 @@ def matched_settings():
     return {"phi": phi, **measures}
 
 
+def matched_trials():
+    """The trials compared at matched training loss: panel.matched_trials, or every one."""
+    trials = config["panel"]["matched_trials"]
+    return range(config["trials"]) if trials is None else trials
+
+
 def panel_population(network):
     """The panel's runs of a network as (regime, trial): the study's pair first (SB trials,
     LB trials), its other regimes, then the runs each switched-on experiment of

@@ -63,7 +63,7 @@ rule panel:
         results=panel_results,
         density=panel_density,
         matched=lambda wc: study_paths(
-            rules.matched.output.csv, network=wc.network, seed=range(config["trials"])
+            rules.matched.output.csv, network=wc.network, seed=matched_trials()
         ),
         code=code("panel"),
     output:
