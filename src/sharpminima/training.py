@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import remedies
+from . import modern, remedies
 from .atomic import atomic_path
 from .data import Dataset, load_dataset
 from .errors import UserError, require_finite
@@ -65,6 +65,15 @@ class TrainConfig:
     fgsm_weight: float = setting(0.5, "E.3: their share of the loss")
     stability: float = setting(0.0, "E.3: α of stability training's KL term; 0: off")
     stability_sigma: float = setting(0.04, "E.3: σ of its Gaussian input perturbation")
+    # Methods since the paper (modern.py, docs/modern.md); the defaults switch them off.
+    sam: float = setting(0.0, "SAM's ρ (Foret et al.; 0.05 typical); 0: off")
+    sam_adaptive: bool = setting(False, "ASAM: ρ relative to |w| (Kwon et al.; ρ 0.5 typical)")
+    ghost_batch: int = setting(0, "ghost BatchNorm: examples per virtual batch; 0: off")
+    lr_scaling: str = setting("none", "scale the lr with the batch size: none, linear or sqrt")
+    lr_base_batch: int = setting(256, "the batch size the lr is given for")
+    warmup_epochs: float = setting(0.0, "epochs of linear warm-up from lr to the scaled lr")
+    ramp_start: float = setting(0.0, "batch-size ramp: epoch 1's batch (or fraction); 0: off")
+    ramp_epochs: int = setting(10, "the epoch at which the ramp reaches batch_size")
 
     def check(self) -> None:
         require_finite(self)
@@ -76,12 +85,22 @@ class TrainConfig:
         if self.stop not in STOP_RULES:
             choices = ", ".join(STOP_RULES)
             raise UserError(f"unknown stopping rule {self.stop!r}: use one of {choices}")
-        for name in ("proximal", "fgsm", "stability", "stability_sigma"):
+        for name in ("proximal", "fgsm", "stability", "stability_sigma", "sam", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
         if not 0 <= self.fgsm_weight <= 1:
             raise UserError(f"fgsm_weight must be in [0, 1], got {self.fgsm_weight}")
-        for name in ("max_epochs", "patience", "save_every", "eval_chunk", "proximal_steps"):
+        if self.sam_adaptive and self.sam == 0:
+            raise UserError("sam_adaptive (ASAM) needs sam > 0: set sam to ASAM's ρ, e.g. 0.5")
+        if self.ghost_batch == 1 or self.ghost_batch < 0:
+            raise UserError(f"ghost_batch must be 0 (off) or at least 2, got {self.ghost_batch}")
+        if self.lr_scaling not in modern.LR_SCALINGS:
+            choices = ", ".join(modern.LR_SCALINGS)
+            raise UserError(f"unknown lr_scaling {self.lr_scaling!r}: use one of {choices}")
+        if self.ramp_start < 0:
+            raise UserError(f"ramp_start must be 0 (off) or a batch size, got {self.ramp_start}")
+        for name in ("max_epochs", "patience", "save_every", "eval_chunk", "proximal_steps",
+                     "lr_base_batch", "ramp_epochs"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.eval_bn not in ("batch", "running"):
@@ -196,8 +215,18 @@ class Trainer:
         train_idx, self.val_idx = split_train_val(len(data.x_train), cfg)
         self.n_train = len(train_idx)
         self.batch = resolve_count(cfg.batch_size, self.n_train, "batch size")
-        if self.batch < 2:  # every network normalizes its batches (docs/models.md)
+        self.ramp = (
+            resolve_count(cfg.ramp_start, self.n_train, "ramp_start") if cfg.ramp_start else 0
+        )
+        if min(self.batch, self.ramp or self.batch) < 2:  # every network has BatchNorm
             raise UserError("batch size 1 cannot train a network with BatchNorm: use at least 2")
+        if self.ramp > self.batch:
+            raise UserError(
+                f"ramp_start {self.ramp} is larger than the batch size {self.batch}: the ramp "
+                "grows the batch, so start below it"
+            )
+        self.lr = cfg.lr if cfg.lr is not None else OPTIMIZERS[cfg.optimizer]
+        self.peak_lr = self.lr * modern.lr_factor(cfg.lr_scaling, self.batch, cfg.lr_base_batch)
         self.x = data.x_train[train_idx].to(device)
         self.y = data.y_train[train_idx].to(device)
         self.eval_sets = {"train": (self.x, self.y)}
@@ -219,7 +248,7 @@ class Trainer:
         self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1_000_003)
         self.stopper = Stopper(cfg.stop, cfg.patience, cfg.rel_tol)
         self.history: list[dict[str, float]] = []
-        self.epoch, self.done = 0, None
+        self.epoch, self.steps, self.done = 0, 0, None
         torch.manual_seed(cfg.seed)  # dropout masks
 
     def identity(self) -> dict:
@@ -230,35 +259,58 @@ class Trainer:
             "warm": self.warm,
         }
 
+    def batch_size(self) -> int:
+        """This epoch's batch: the ramp's while it lasts, else the run's."""
+        if not self.ramp:
+            return self.batch
+        epoch = max(self.epoch, 1)  # epoch 0 (x₀) is recorded with the first epoch's batch
+        return modern.ramp_batch(epoch, self.ramp, self.batch, self.cfg.ramp_epochs)
+
     def train_epoch(self) -> float:
         self.model.train()
         start = time.perf_counter()
         perm = torch.randperm(self.n_train, generator=self.shuffle).to(self.device)
-        batches = list(chunks(self.n_train, self.batch))
-        if self.bar:
-            batches = tqdm(batches, desc=f"epoch {self.epoch}", unit="batch", leave=False)
+        batches = list(chunks(self.n_train, self.batch_size()))
         cfg = self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
-        for s in batches:
-            idx = perm[s]
-            x, y = self.x[idx], self.y[idx]
-            if cfg.augment:
-                x = remedies.augment(x, self.noise)
-            # E.2: x_{k+1} ≈ argmin f_B(x) + λ/2 ‖x − x_k‖², by a few optimizer steps
-            anchor = [p.detach().clone() for p in params] if cfg.proximal > 0 else None
-            for _ in range(cfg.proximal_steps if anchor else 1):
-                loss = remedies.objective(
-                    self.model, x, y, self.noise, cfg.fgsm, cfg.fgsm_weight,
-                    cfg.stability, cfg.stability_sigma,
-                )  # fmt: skip
-                if anchor:
-                    loss = loss + remedies.proximal(params, anchor, cfg.proximal)
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
+        shown = (
+            tqdm(batches, f"epoch {self.epoch}", unit="batch", leave=False) if self.bar else None
+        )
+        with modern.ghost_batches(self.model, cfg.ghost_batch):
+            for i, s in enumerate(shown or batches):
+                progress = self.epoch - 1 + i / len(batches)
+                lr = modern.warmup_lr(self.lr, self.peak_lr, progress, cfg.warmup_epochs)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                self.step(perm[s], params)
+        self.steps += len(batches)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
+
+    def step(self, idx: torch.Tensor, params: list[torch.Tensor]) -> None:
+        """One batch: its loss (with the remedies), then one optimizer step, or E.2's few."""
+        cfg = self.cfg
+        x, y = self.x[idx], self.y[idx]
+        if cfg.augment:
+            x = remedies.augment(x, self.noise)
+        # E.2: x_{k+1} ≈ argmin f_B(x) + λ/2 ‖x − x_k‖², by a few optimizer steps
+        anchor = [p.detach().clone() for p in params] if cfg.proximal > 0 else None
+
+        def loss_fn() -> torch.Tensor:
+            loss = remedies.objective(
+                self.model, x, y, self.noise, cfg.fgsm, cfg.fgsm_weight,
+                cfg.stability, cfg.stability_sigma,
+            )  # fmt: skip
+            return loss + remedies.proximal(params, anchor, cfg.proximal) if anchor else loss
+
+        for _ in range(cfg.proximal_steps if anchor else 1):
+            self.opt.zero_grad(set_to_none=True)
+            if cfg.sam > 0:  # the gradient at the worst point of the ρ-ball, applied at w
+                modern.sam_step(self.model, loss_fn, cfg.sam, cfg.sam_adaptive)
+            else:
+                loss_fn().backward()
+            self.opt.step()
 
     def measure(self, seconds: float) -> dict[str, float]:
         start = time.perf_counter()
@@ -267,6 +319,8 @@ class Trainer:
             row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(
                 self.model, x, y, self.cfg.eval_chunk, self.cfg.eval_bn
             )
+        if self.ramp:
+            row["batch_size"] = self.batch_size()
         row["seconds"] = seconds
         row["eval_seconds"] = time.perf_counter() - start
         return row
@@ -283,6 +337,7 @@ class Trainer:
         return {
             "identity": self.identity(),
             "epoch": self.epoch,
+            "steps": self.steps,
             "done": self.done,
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -293,6 +348,7 @@ class Trainer:
 
     def restore(self, ckpt: dict) -> None:
         self.epoch, self.done, self.history = ckpt["epoch"], ckpt["done"], ckpt["history"]
+        self.steps = ckpt["steps"]
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         # RNG states must be CPU byte tensors; loading onto a GPU moved them there.
@@ -412,7 +468,8 @@ def _finish(
     cfg = t.cfg
     attrs = {
         **{k: v for k, v in dataclasses.asdict(cfg).items() if v is not None},
-        "lr": cfg.lr if cfg.lr is not None else OPTIMIZERS[cfg.optimizer],
+        "lr": t.lr,
+        "peak_lr": t.peak_lr,
         "batch_size": t.batch,
         "batch_size_spec": cfg.batch_size,
         "label": label,
@@ -424,6 +481,7 @@ def _finish(
         "n_val": 0 if t.val_idx is None else len(t.val_idx),
         "n_test": len(data.x_test),
         "steps_per_epoch": len(list(chunks(t.n_train, t.batch))),
+        "steps": t.steps,
         "epochs": t.epoch,
         "stop_reason": t.done,
         "best_epoch": t.stopper.best_epoch,
