@@ -1,4 +1,4 @@
-"""GPU check: train F1 and C1, compute one φ, kill and resume one run; print one table.
+"""GPU check: train F1 and C1, compute one φ and one λ_max, kill and resume one run; one table.
 
 Run wherever a GPU is at hand (docs/performance.md holds the tables measured so far); CI runs
 it on CPU with tiny sizes (tests/test_benchmarks.py).
@@ -10,11 +10,13 @@ Each network trains SB (batch 256) and LB (10% of the training set) for `--epoch
 synthetic data of its input shape (F1 on real MNIST when `--mnist-root` holds MNIST/raw);
 samples/s leave out the first epoch (kernel selection, allocator warm-up) when there are
 several. φ is Metric 2.1 of the LB run's final iterate (full space, ε = 1e-3, `--iters`
-L-BFGS-B iterations, BatchNorm batch statistics). The resume check runs in child processes
-with the library's defaults (on CUDA: deterministic kernels, `runtime.pick_device`): one
-uninterrupted SB run, and one SIGKILLed as soon as its first epoch is kept, then rerun; every
-stored iterate and every loss and accuracy of the two must be bitwise equal. C1's resume runs
-have augmentation on, so that the device-side random stream is restored too.
+L-BFGS-B iterations, BatchNorm batch statistics); λ_max is the largest Hessian eigenvalue of
+the same iterate (Lanczos, k = 1, tolerance 1e-3, at most `--lanczos-steps` steps). The resume
+check runs in child processes with the library's defaults (on CUDA: deterministic kernels,
+`runtime.pick_device`): one uninterrupted SB run, and one SIGKILLed as soon as its first epoch
+is kept, then rerun; every stored iterate and every loss and accuracy of the two must be
+bitwise equal. C1's resume runs have augmentation on, so that the device-side random stream is
+restored too.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from pathlib import Path
 
 import torch
 
+from sharpminima.curvature import EigenConfig, curvature
 from sharpminima.data import make_synthetic, prepare_mnist
 from sharpminima.runtime import device_name, pick_device
 from sharpminima.sharpness import SharpnessConfig, run_sharpness
-from sharpminima.store import Run
+from sharpminima.store import Run, measure_iterate
 from sharpminima.training import TrainConfig, train
 
 SHAPES = {"F1": (1, 28, 28), "C1": (3, 32, 32)}
@@ -67,9 +70,9 @@ def dataset(network: str, n_train: int, n_test: int, mnist_root: str | None, tmp
 
 
 def train_and_phi(
-    network: str, data: Path, epochs: int, iters: int, device: torch.device, tmp: Path
+    network: str, data: Path, epochs: int, iters: int, steps: int, device: torch.device, tmp: Path
 ):
-    """One row per regime (samples/s, peak memory) and φ of the LB run."""
+    """One row per regime (samples/s, peak memory), and φ and λ_max of the LB run."""
     rows = []
     for regime, batch in REGIMES.items():
         out = tmp / f"{network}_{regime}.h5"
@@ -84,7 +87,12 @@ def train_and_phi(
     started = time.perf_counter()
     phi = run_sharpness(rows[-1][-1], SharpnessConfig(iters=iters), device=str(device), log=_quiet)
     seconds = time.perf_counter() - started
-    return rows, phi, seconds, _peak_mib(device)
+    phi_peak = _peak_mib(device)
+    started = time.perf_counter()
+    cfg = EigenConfig(k=1, tol=1e-3, max_steps=steps)
+    eig = measure_iterate(rows[-1][-1], "final", lambda m, d: curvature(m, d, cfg, log=_quiet),
+                          cfg, device=str(device), log=_quiet)  # fmt: skip
+    return rows, phi, seconds, phi_peak, eig, time.perf_counter() - started
 
 
 def _child(network: str, data: str, epochs: int, out: str, device: str) -> list[str]:
@@ -127,6 +135,7 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--iters", type=int, default=10, help="L-BFGS-B iterations of φ")
+    p.add_argument("--lanczos-steps", type=int, default=30, help="Lanczos steps of λ_max at most")
     p.add_argument("--mnist-root", help="folder holding MNIST/raw: F1 trains on real MNIST")
     p.add_argument("--out", help="also write the table (Markdown) here")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
@@ -141,16 +150,16 @@ def main() -> None:
         f"{torch.get_num_threads()} CPU threads",
         "",
         "| network | data | regime | batch | samples/s | peak MiB | φ (LB) | s per φ "
-        "| φ peak MiB | resume bit-identical |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| φ peak MiB | λ_max (LB) | s per λ_max | resume bit-identical |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for network in SHAPES:
             data = dataset(network, args.n_train, args.n_test, args.mnist_root, tmp)
-            rows, phi, seconds, phi_peak = train_and_phi(
-                network, data, args.epochs, args.iters, device, tmp
+            rows, phi, seconds, phi_peak, eig, eig_seconds = train_and_phi(
+                network, data, args.epochs, args.iters, args.lanczos_steps, device, tmp
             )
             resumed = resume_check(network, data, args.epochs, device, tmp)
             source = "MNIST" if network == "F1" and args.mnist_root else "synthetic"
@@ -161,8 +170,10 @@ def main() -> None:
                     + (
                         f"{phi['phi']:.4g} (nit {phi['nit']}, nfev {phi['nfev']}) | "
                         f"{seconds:.2f} | {phi_peak} | "
+                        f"{eig['lambda_max']:.4g} ({eig['steps']} steps"
+                        f"{'' if eig['converged'] else ', not converged'}) | {eig_seconds:.2f} | "
                         if last
-                        else "| | | "
+                        else "| | | | | "
                     )
                     + (resumed if regime == "SB" else "")
                     + " |"

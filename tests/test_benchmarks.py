@@ -34,6 +34,7 @@ def test_gpu_check_runs_on_cpu_and_resumes_bit_identically(tmp_path):
             assert rest[-1].strip() == "yes", (network, rest)  # resumed bitwise
         else:
             assert "nit 2" in rest[1]  # φ of the LB run, with its solver statistics
+            assert float(rest[4].split("(")[0]) > 0 and "steps" in rest[4]  # its λ_max
     assert "device: cpu:" in table.read_text()
 
 

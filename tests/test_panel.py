@@ -10,8 +10,15 @@ import pytest
 from sharpminima.adaptive import WorstConfig, adaptive
 from sharpminima.curvature import DensityConfig, EigenConfig, curvature
 from sharpminima.errors import UserError
-from sharpminima.figures import panel_scatter, spectral_density
-from sharpminima.panel import bootstrap_tau, granulated_tau, panel_table, sign_test, verdict
+from sharpminima.figures import method_bars, panel_scatter, spectral_density
+from sharpminima.panel import (
+    bootstrap_tau,
+    granulated_tau,
+    methods_table,
+    panel_table,
+    sign_test,
+    verdict,
+)
 from sharpminima.sharpness import SharpnessConfig, run_sharpness
 from sharpminima.store import measure_iterate
 
@@ -53,6 +60,22 @@ def test_granulated_tau_compares_only_runs_that_differ_in_batch_size():
     judged = verdict(t.rename(columns={"m": "phi"}).assign(gap_loss=0.0), "a", "b", 200)
     row = judged[(judged.measure == "phi") & (judged.gap == "gap_acc")].iloc[0]
     assert row.tau < 0 and row.tau_batch == pytest.approx(1.0) and row.batch_groups == 2
+
+
+def test_methods_table_gives_each_methods_accuracy_gap_and_measures():
+    t = pd.DataFrame(
+        {"remedy": ["none"] * 4 + ["SAM ρ=0.05"] * 2,
+         "regime": ["SB", "SB", "LB", "LB", "LB_sam", "LB_sam"], "seed": [0, 1] * 3,
+         "batch_size": [256, 256, 5500, 5500, 5500, 5500],
+         "train_acc": 100.0, "test_acc": [98.0, 98.2, 97.5, 97.7, 97.9, 98.1],
+         "phi": [1.0, 3.0, 100.0, 300.0, 20.0, 40.0], "eigenvalues": [1, 1, 5, 7, 2, 2.0]}
+    )  # fmt: skip
+    m = methods_table(t, "SB").set_index("regime")
+    assert list(m.index) == ["SB", "LB", "LB_sam"] and (m.trials == 2).all()
+    assert m.method.to_dict() == {"SB": "none", "LB": "none", "LB_sam": "SAM ρ=0.05"}
+    assert m.below_sb.to_dict() == pytest.approx({"SB": 0, "LB": 0.5, "LB_sam": 0.1})
+    assert m.phi.LB_sam == 30 and m.eigenvalues.LB == 6
+    assert m.test_std.LB == pytest.approx(np.std([97.5, 97.7], ddof=1))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +124,11 @@ def test_cli_writes_the_panel_and_the_figures_draw_it(measured, tmp_path):
     assert "| measure | gap |" in (out / "verdict.md").read_text()
     spectra = pd.read_csv(out / "density.csv")
     assert spectra.groupby(["regime", "seed"]).ngroups == 4 and (spectra.density >= 0).all()
-    for draw, csv in ((panel_scatter, "panel.csv"), (spectral_density, "density.csv")):
+    methods = pd.read_csv(out / "methods.csv")
+    assert list(methods.regime) == ["SB", "LB"] and set(methods.method) == {"none"}
+    figures = ((panel_scatter, "panel.csv"), (spectral_density, "density.csv"),
+               (method_bars, "methods.csv"))  # fmt: skip
+    for draw, csv in figures:
         written = draw(out / csv, tmp_path / csv.replace(".csv", ""))
         assert all(p.stat().st_size > 1000 for p in written)
     bad = cli("panel", "--runs", *runs, "--results", *results, "--bootstrap", "5",

@@ -15,13 +15,17 @@ def config(**experiments) -> dict:
         "sweep": {"batch_sizes": [256, 1024], "epochs": None},
         "warmstart": {"sb_epochs": 4, "every": 2, "lb_epochs": 3},
         "remedies": {"methods": {"augment": {"augment": True}, "adversarial": {"fgsm": 0.01}}},
+        "modern": {
+            "methods": {"sam": {"sam": 0.05}, "ghost": {"ghost_batch": 256}},
+            "lb_only": ["ghost"],
+        },
     }
 
 
 def test_without_experiments_the_study_regimes_only():
     r = derive(config(), {"F1": PROTOCOL})
     assert r.all == {"SB": Regime(256), "LB": Regime(0.1)}
-    assert (r.sweep, r.warm_source, r.warm, r.remedies) == ({}, None, {}, {})
+    assert (r.sweep, r.warm_source, r.warm, r.remedies, r.modern) == ({}, None, {}, {}, {})
 
 
 def test_the_sweep_reuses_a_study_regime_whose_batch_and_settings_agree():
@@ -54,11 +58,18 @@ def test_each_remedy_trains_both_regimes_of_the_pair():
     assert r.all["LB_adversarial"] == Regime(0.1, {"fgsm": 0.01})
 
 
+def test_modern_methods_train_lb_and_sb_unless_lb_only():
+    r = derive(config(modern=True), {"F1": PROTOCOL})
+    assert r.modern == {"sam": ["SB_sam", "LB_sam"], "ghost": ["LB_ghost"]}
+    assert r.all["LB_ghost"] == Regime(0.1, {"ghost_batch": 256})
+    assert r.all["SB_sam"] == Regime(256, {"sam": 0.05})
+
+
 def test_derive_is_pure_and_the_same_whichever_experiments_are_on():
-    everything = config(sweep=True, warmstart=True, remedies=True)
+    everything = config(sweep=True, warmstart=True, remedies=True, modern=True)
     before = copy.deepcopy(everything)
     r = derive(everything, {"F1": PROTOCOL})
     assert everything == before and derive(everything, {"F1": PROTOCOL}) == r
-    for alone in ("sweep", "warmstart", "remedies"):
+    for alone in ("sweep", "warmstart", "remedies", "modern"):
         part = derive(config(**{alone: True}), {"F1": PROTOCOL})
         assert all(r.all[name] == regime for name, regime in part.all.items())

@@ -131,6 +131,31 @@ def test_bad_config_stops_with_one_line(tmp_path, override, words):
     assert "workflow/schemas/" in lines[0] or "datasets" in lines[0]
 
 
+def test_modern_methods_are_planned_and_their_settings_checked(tmp_path):
+    def plan(overlay: str, check=True):
+        extra = tmp_path / "modern.yaml"
+        extra.write_text("experiments: {modern: true}\n" + overlay)
+        config = REPO / "config.yaml"
+        return snakemake(tmp_path, "-n", "--configfile", config, extra, check=check)
+
+    out = plan("").stdout
+    assert job_counts(out)["train"] == 10 + 5 * (8 + 3)  # LB with 8 methods, SB with 3
+    assert "runs/F1/SB_sam/seed4.h5" in out and "runs/F1/LB_sgdlinear/seed0.h5" in out
+    assert "SB_ghost" not in out
+    for overlay, words in [
+        ("modern: {lb_only: [nope]}", "modern.lb_only: nope not among modern.methods"),
+        ("modern: {methods: {x: {sam: -1}}}", "modern.methods.x.sam: -1 is less than"),
+        (
+            "experiments: {modern: true, remedies: true}\n"
+            "modern: {methods: {augment: {sam: 0.05}}, lb_only: []}",
+            "augment named in both remedies.methods and modern.methods",
+        ),
+    ]:
+        proc = plan(overlay + "\n", check=False)
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and words in lines[0], lines
+
+
 def test_network_training_overrides_are_checked_and_not_filled(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -209,12 +234,14 @@ def test_smoke_preset_computes_the_panel_matched_loss_and_surfaces(smoke_run):
 
     results = smoke_run / "results/smoke"
     panel = pd.read_csv(results / "experiments/F1/panel.csv")
-    assert len(panel) == 6 and set(panel.regime) == {"SB", "LB", "b16"}  # no warm starts
+    # the study, the sweep's batch 16 and the methods since the paper; no warm starts
+    assert len(panel) == 9
+    assert set(panel.regime) == {"SB", "LB", "b16", "LB_sam", "LB_asam", "LB_sgd"}
     for measure in ("phi", "eigenvalues", "trace", "linf", "l2", "average"):
         assert panel[measure].notna().all(), measure
     verdict = pd.read_csv(results / "experiments/F1/verdict.csv")
     assert set(verdict.measure) == {"phi", "eigenvalues", "trace", "linf", "l2", "average"}
-    assert (verdict.runs == 6).all() and (verdict.trials == 2).all()
+    assert (verdict.runs == 9).all() and (verdict.trials == 2).all()
     matched = pd.read_csv(results / "experiments/F1/matched.csv")
     assert {"trained", "all"} <= set(matched.examples) and (matched.trials == 2).all()
     eig = json.loads((results / "curvature/F1/LB/seed0/eigenvalues.json").read_text())
@@ -224,7 +251,7 @@ def test_smoke_preset_computes_the_panel_matched_loss_and_surfaces(smoke_run):
         assert surface["train_loss"].shape == shape and np.isfinite(surface["train_loss"]).all()
         figure = results / f"figures/F1/LB/seed0/surface{dims}d.png"
         assert figure.stat().st_size > 5000
-    for figure in ("panel", "density"):
+    for figure in ("panel", "density", "methods"):
         assert (results / f"figures/F1/{figure}.png").stat().st_size > 5000
 
 
@@ -247,7 +274,8 @@ def test_smoke_preset_runs_figures_4_5_6_on_f1(smoke_run):
     ]
     assert sweep.trials.tolist() == [2, 2, 2]
     assert sorted(p.name for p in (smoke_run / "results/smoke/runs/F1").iterdir()) == [
-        "LB", "SB", "b16", "warm_LB0", "warm_LB1", "warm_LB2", "warm_SB"
+        "LB", "LB_asam", "LB_sam", "LB_sgd", "SB", "b16", "warm_LB0", "warm_LB1", "warm_LB2",
+        "warm_SB",
     ]  # fmt: skip
     warm = pd.read_csv(experiments / "F1/warmstart.csv")
     assert warm.warm_epoch.tolist() == [0, 1, 2] and (warm.lb_epochs == 1).all()
@@ -275,6 +303,26 @@ def test_smoke_preset_trains_each_remedy_on_c1(smoke_run):
     assert Run(smoke_run / "results/smoke/runs/C1/SB_augment/seed0.h5").attrs["augment"]
     assert "| none |" in (smoke_run / "results/smoke/experiments/C1/remedies.md").read_text()
     assert (smoke_run / "results/smoke/figures/C1/remedies.pdf").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_smoke_preset_trains_the_methods_since_the_paper_and_compares_them(smoke_run):
+    import pandas as pd
+
+    for net in ("F1", "C1"):
+        sam = Run(smoke_run / f"results/smoke/runs/{net}/LB_sam/seed0.h5").attrs
+        assert (sam["sam"], sam["ghost_batch"], sam["lr_scaling"]) == (0.05, 16, "sqrt")
+        asam = Run(smoke_run / f"results/smoke/runs/{net}/LB_asam/seed0.h5")
+        assert asam.attrs["sam_adaptive"] and "batch_size" in asam.history  # the ramp's
+        sgd = Run(smoke_run / f"results/smoke/runs/{net}/LB_sgd/seed0.h5").attrs
+        linear = sgd["lr"] * sgd["batch_size"] / sgd["lr_base_batch"]  # 256: scaled down here
+        assert sgd["optimizer"] == "sgd" and sgd["peak_lr"] == pytest.approx(linear)
+        assert not (smoke_run / f"results/smoke/runs/{net}/SB_sam").exists()  # lb_only
+    methods = pd.read_csv(smoke_run / "results/smoke/experiments/F1/methods.csv")
+    by = methods.set_index("regime")
+    assert by.method["LB_asam"].startswith("ASAM ρ=0.5") and by.method["LB"] == "none"
+    assert by.below_sb["SB"] == 0 and by.phi.notna().all() and by.eigenvalues.notna().all()
+    assert "| method |" in (smoke_run / "results/smoke/experiments/F1/methods.md").read_text()
 
 
 def test_augmentation_is_left_out_where_inputs_are_not_images(tmp_path):
@@ -360,26 +408,27 @@ def test_every_module_a_job_imports_is_among_its_code_inputs(smoke_run):
 # What an edit to each module reruns in a finished smoke run: the rules that hold it among their
 # code inputs, and all the jobs the dry run plans.
 EVERY_PHI = {
-    "sharpness": 24 + 2 + 3 + 8,  # + sweep's batch 16 (2 trials), 3 warm starts, 4 × 2 remedies
+    # + sweep's batch 16 (2 trials), 3 warm starts, 4 × 2 remedies, 2 × 3 methods since the paper
+    "sharpness": 24 + 2 + 3 + 8 + 6,
     "directions": 1,
     "trajectory": 1,
     "measure": 3,  # Figures 4 and 5, Table 6
     "matched": 2,  # φ of each trial's SB and LB at matched loss
     "panel": 1,
-    "figure_experiment": 1 + 3 + 1 + 2,  # directions, Figs. 4-6, App. E, the panel's two
+    "figure_experiment": 1 + 3 + 1 + 3,  # directions, Figs. 4-6, App. E, the panel's three
     "tables": 1,
     "all": 1,
 }
 ALL_BUT_DATA = {
-    "train": 26,
-    "sharpness": 37,
+    "train": 26 + 6,  # + the methods since the paper (F1 and C1: 3 each)
+    "sharpness": 37 + 6,
     "landscape": 6,
     "measure": 9 + 3,
     "directions": 1,
     "trajectory": 1,
     "figure_parametric": 6,
-    "figure_experiment": 13,
-    "panel_measure": 6 * 5 + 2,  # F1's 6 runs (study, sweep) × 5 measures, 2 densities
+    "figure_experiment": 14,
+    "panel_measure": 9 * 5 + 2,  # F1's 9 runs (study, sweep, methods) × 5 measures, 2 densities
     "matched": 2,
     "panel": 1,
     "surface_part": 4,  # F1 LB trial 0: a line and a plane, 2 parts each
@@ -388,7 +437,7 @@ ALL_BUT_DATA = {
     "tables": 1,
     "all": 1,
 }
-FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 13, "figure_surface": 2, "all": 1}
+FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 14, "figure_surface": 2, "all": 1}
 EDITS = {
     "lbfgsb.py": ({"sharpness", "directions", "trajectory", "matched"}, EVERY_PHI),
     "training.py": ({"train"}, ALL_BUT_DATA),
@@ -422,22 +471,23 @@ def test_an_edited_module_reruns_exactly_the_jobs_that_run_it(smoke_run, module)
 def test_figure_style_change_redraws_figures_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "figures: {dpi: 150, font_size: 9}\n")
     # F1, F2, C1 × (2 parametric plots; Figure 2, Appendix C); F1: random directions, Figs. 4-6,
-    # the panel's two and the surfaces' two; C1: Appendix E's remedies
-    assert counts == {**FIGURES_ONLY, "total": 22}
+    # the panel's three and the surfaces' two; C1: Appendix E's remedies
+    assert counts == {**FIGURES_ONLY, "total": 23}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
 @pytest.mark.slow
 def test_sharpness_change_never_retrains(smoke_run):
     counts, _ = rerun_plan(smoke_run, "sharpness: {eps: [0.002], spaces: [full, random]}\n")
-    # + the panel's φ (first ε) of the sweep's runs, and the panel
-    panel = {"panel": 1, "figure_experiment": 2, "matched": 2}
-    assert counts == {"sharpness": 24 + 2, **panel, "tables": 1, "all": 1, "total": 33}
+    # + the panel's φ (first ε) of the sweep's runs, that of the methods since the paper (F1
+    # and C1: 3 each), and the panel
+    panel = {"panel": 1, "figure_experiment": 3, "matched": 2}
+    assert counts == {"sharpness": 24 + 2 + 6, **panel, "tables": 1, "all": 1, "total": 40}
     counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
     # Every φ follows, with what reads φ: random directions (ε = 1e-3), Figure 6's trajectory,
     # the φ of the sweep's and warm starts' runs (Figures 4 and 5) and of the remedies' runs
-    # (Table 6), the panel, but no training.
-    assert counts == {**EVERY_PHI, "total": 54}
+    # (Table 6), of the methods since the paper, the panel, but no training.
+    assert counts == {**EVERY_PHI, "total": 61}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
@@ -445,7 +495,7 @@ def test_sharpness_change_never_retrains(smoke_run):
 def test_fewer_matched_trials_rerun_the_panel_only(smoke_run):
     counts, reasons = rerun_plan(smoke_run, "panel: {matched_trials: [1]}\n")
     # seed 1's matched job is there already; the panel reads one CSV fewer
-    assert counts == {"panel": 1, "figure_experiment": 2, "all": 1, "total": 4}
+    assert counts == {"panel": 1, "figure_experiment": 3, "all": 1, "total": 5}
     assert any(r.startswith("Set of input files has changed") for r in reasons)
 
 
@@ -469,22 +519,23 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
         smoke_run, "networks: {F1: {dataset: tiny, training: {max_epochs: 2}}}\n"
     )
     # F1 also runs Figures 4-6: the sweep's batch 16 (2 trials) follows the protocol, so it
-    # retrains; the warm starts fix their own epochs, so max_epochs leaves them as they are.
+    # retrains, as do the 3 runs of the methods since the paper; the warm starts fix their own
+    # epochs, so max_epochs leaves them as they are.
     assert counts == {
         **ONE_NETWORK,
-        "train": 4 + 2,
-        "sharpness": 8 + 2,
+        "train": 4 + 2 + 3,
+        "sharpness": 8 + 2 + 3,
         "trajectory": 1,
         "measure": 3 + 1,  # + the sweep's
         "directions": 1,
-        "figure_experiment": 2 + 1 + 2 + 2,
-        "panel_measure": (4 + 2) * 5 + 2,  # the panel of those runs (not the warm starts)
+        "figure_experiment": 2 + 1 + 2 + 3,
+        "panel_measure": (4 + 2 + 3) * 5 + 2,  # the panel of those runs (not the warm starts)
         "matched": 2,
         "panel": 1,
         "surface_part": 4,
         "surface": 2,
         "figure_surface": 2,
-        "total": 78,
+        "total": 100,
     }  # no prepare_dataset
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
@@ -499,7 +550,9 @@ def test_dataset_change_reprepares_it_and_its_network_only(smoke_run):
 def test_report_gathers_tables_and_figures_with_captions(smoke_run):
     snakemake(smoke_run, "--configfile", SMOKE, "--report", "report.html")
     html = (smoke_run / "report.html").read_text()
-    captions = ("small-batch minimizer", "Appendix C", "random unit directions")
+    captions = ("small-batch minimizer", "Appendix C", "random unit directions",
+                "against its generalization gap",
+                "each panel measure of the large-batch runs")  # fmt: skip
     for words in (
         "Tables 2-4",
         "Figures 3 and 7: parametric plots",

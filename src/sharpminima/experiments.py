@@ -242,7 +242,8 @@ PAPER_REMEDIES = {
 
 
 def remedy(attrs: dict) -> str:
-    """The Appendix E remedies a run was trained with, e.g. 'conservative λ=0.001 × 3'."""
+    """What a run was trained with beyond the protocol: Appendix E's remedies and the methods
+    since the paper (docs/modern.md), e.g. 'conservative λ=0.001 × 3' or 'ASAM ρ=0.5'."""
     parts = []
     if attrs.get("augment"):
         parts.append("augmentation")
@@ -252,6 +253,18 @@ def remedy(attrs: dict) -> str:
         parts.append(f"FGSM ε={attrs['fgsm']:g} (share {attrs['fgsm_weight']:g})")
     if attrs.get("stability", 0) > 0:
         parts.append(f"stability α={attrs['stability']:g} σ={attrs['stability_sigma']:g}")
+    if attrs.get("sam", 0) > 0:
+        parts.append(f"{'ASAM' if attrs.get('sam_adaptive') else 'SAM'} ρ={attrs['sam']:g}")
+    if attrs.get("ghost_batch", 0) > 0:
+        parts.append(f"ghost BN {attrs['ghost_batch']}")
+    if attrs.get("lr_scaling", "none") != "none":
+        parts.append(f"{attrs['lr_scaling']} lr scaling")
+    if attrs.get("warmup_epochs", 0) > 0:
+        parts.append(f"warm-up {attrs['warmup_epochs']:g} ep")
+    if attrs.get("ramp_start", 0) > 0:
+        parts.append(f"ramp from {attrs['ramp_start']:g} over {attrs['ramp_epochs']} ep")
+    if attrs.get("optimizer", "adam") != "adam":
+        parts.append(attrs["optimizer"].upper())
     return " + ".join(parts) or "none"
 
 

@@ -383,6 +383,56 @@ def panel_scatter(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE
         return save(fig, out)
 
 
+def method_bars(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """Each training method (remedies, the methods since the paper) against the plain runs:
+    above, test accuracy (bars, mean ± std) per method at each batch regime, the plain SB runs'
+    as a dashed line (a method that reaches it closes the gap); below, each measure of the
+    large-batch runs relative to the plain large-batch runs' (log axis; below 1: flatter)."""
+    d = _table(csv, "methods", ["method", "regime", "batch_size", "test_acc", "test_std"])
+    pairs = zip(d.method, d.regime, strict=True)
+    d["base"] = [r if m == "none" else r.rsplit("_", 1)[0] for m, r in pairs]
+    bases = list(dict.fromkeys(d.base[d.method != "none"])) or list(dict.fromkeys(d.base))[:2]
+    d = d[d.base.isin(bases)]
+    bases = list(dict.fromkeys(d.sort_values("batch_size").base))
+    methods = list(dict.fromkeys(d.method))
+    measures = [m for m in PANEL_LABELS if m in d]
+    width = 0.8 / len(bases)
+    with plt.rc_context(style.rc()):
+        fig, (acc, rel) = plt.subplots(
+            2, 1, figsize=(style.width * 1.4, style.height * 2), sharex=True
+        )
+        for i, (colour, base) in enumerate(zip(REGIME_COLOURS, bases, strict=False)):
+            r = d[d.base == base].set_index("method").reindex(methods)
+            x = np.arange(len(methods)) + (i - (len(bases) - 1) / 2) * width
+            acc.bar(x, r.test_acc, width, yerr=r.test_std, color=colour, alpha=0.6,
+                    label=base, capsize=2)  # fmt: skip
+        plain = d[(d.method == "none") & (d.base == bases[0])].test_acc
+        if len(plain):
+            acc.axhline(plain.iloc[0], ls="--", lw=0.8, color="k", label=f"plain {bases[0]}")
+        low = (d.test_acc - d.test_std).min()
+        acc.set_ylim(max(0, low - (100 - low) * 0.5), min(100, d.test_acc.max() + 1))
+        acc.set_ylabel("test accuracy (%)")
+        acc.legend(frameon=False, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+        acc.grid(True, axis="y", lw=0.3, alpha=0.5)
+        large = d[d.base == bases[-1]].set_index("method").reindex(methods)
+        reference = large.loc["none"] if "none" in large.index else None
+        for k, m in enumerate(measures):
+            if reference is None or not reference[m] > 0:
+                continue
+            rel.plot(np.arange(len(methods)) + (k - len(measures) / 2) * 0.05,
+                     large[m] / reference[m], "o", ms=4, label=PANEL_LABELS[m])  # fmt: skip
+        rel.axhline(1, ls="--", lw=0.8, color="k")
+        rel.set_yscale("log")
+        rel.set_ylabel(f"{bases[-1]}: measure / plain {bases[-1]}")
+        if measures and reference is not None:
+            rel.legend(frameon=False, ncol=2, fontsize=style.font_size - 1)
+        rel.grid(True, lw=0.3, alpha=0.5)
+        names = ["plain" if m == "none" else m for m in methods]
+        rel.set_xticks(np.arange(len(methods)), names, rotation=25, ha="right")
+        fig.tight_layout()
+        return save(fig, out)
+
+
 def spectral_density(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     """The Hessian's smoothed spectral density (log scale) against λ, one line per run: the
     study's first regime (SB) blue, the second (LB) red."""

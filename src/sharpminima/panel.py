@@ -206,6 +206,31 @@ def matched_verdict(frames: Iterable[pd.DataFrame], sb: str, lb: str) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def methods_table(table: pd.DataFrame, sb: str) -> pd.DataFrame:
+    """Per training method (Appendix E's remedies, the methods since the paper, 'none') and
+    regime: the trials, train and test accuracy (mean; test also std), how many points the
+    test accuracy is below the plain SB runs' (`below_sb`: the gap a method leaves), and each
+    measure's mean over trials."""
+    measures = {m: (m, "mean") for m in measures_of(table)}
+    out = (
+        table.groupby(["remedy", "regime"], sort=False)
+        .agg(
+            batch_size=("batch_size", "first"),
+            trials=("seed", "size"),
+            train_acc=("train_acc", "mean"),
+            test_acc=("test_acc", "mean"),
+            test_std=("test_acc", "std"),
+            **measures,
+        )
+        .reset_index()
+        .fillna({"test_std": 0.0})
+        .rename(columns={"remedy": "method"})
+    )
+    baseline = table.test_acc[table.regime == sb].mean()
+    out.insert(out.columns.get_loc("test_std") + 1, "below_sb", baseline - out.test_acc)
+    return out
+
+
 def density_table(paths: Iterable[str | Path], points: int = 400) -> pd.DataFrame:
     """Each run's smoothed spectral density (of `sharpminima curvature density`) on one λ grid
     over all of them; the Gaussian kernel's σ is 1% of the grid's span."""
@@ -236,14 +261,15 @@ def write_panel(
     resamples: int = 2000,
     seed: int = 0,
 ) -> list[Path]:
-    """In `out_dir`: panel.csv/.md (every run, every measure), verdict.csv/.md, density.csv,
-    and, given CSVs of `sharpminima matched`, matched.csv/.md."""
+    """In `out_dir`: panel.csv/.md (every run, every measure), verdict.csv/.md, methods.csv/.md
+    (per training method), density.csv, and, given CSVs of `sharpminima matched`,
+    matched.csv/.md."""
     if resamples < 100:
         raise UserError(f"--bootstrap must be at least 100, got {resamples}")
     table = panel_table(runs, results)
     judged = verdict(table, sb, lb, resamples, seed)
     spectra = density_table(densities)
-    tables = [("panel", table), ("verdict", judged)]
+    tables = [("panel", table), ("verdict", judged), ("methods", methods_table(table, sb))]
     matched = list(matched)
     if matched:
         tables.append(("matched", matched_verdict(map(_read_csv, matched), sb, lb)))

@@ -1,10 +1,11 @@
 """Every way a run is trained in one study, by the name in its path.
 
-The study's regimes (SB, LB), the batch-size sweep's points, the warm starts and the remedies
-are all runs under results/<study>/runs/<network>/<regime>/, so training, sharpness and tables
-treat them alike. A regime is a batch size, training settings over the protocol's, and
-optionally a warm start. `derive` computes them from a validated config, as a pure function:
-the workflow calls it while building the DAG, so it imports only the standard library.
+The study's regimes (SB, LB), the batch-size sweep's points, the warm starts, the remedies
+and the methods since the paper are all runs under results/<study>/runs/<network>/<regime>/,
+so training, sharpness and tables treat them alike. A regime is a batch size, training
+settings over the protocol's, and optionally a warm start. `derive` computes them from a
+validated config, as a pure function: the workflow calls it while building the DAG, so it
+imports only the standard library.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Regimes:
     warm_source: str | None  # the SB run the warm starts start from
     warm: dict[int, str]  # SB epoch -> the LB regime warm-started there
     remedies: dict[str, list[str]]  # method -> its regime of each of landscape_regimes
+    modern: dict[str, list[str]]  # method -> its LB regime, and its SB one where it has one
 
 
 def derive(config: Mapping, training: Mapping[str, Mapping]) -> Regimes:
@@ -36,8 +38,11 @@ def derive(config: Mapping, training: Mapping[str, Mapping]) -> Regimes:
     on = config["experiments"]
     sweep = _sweep(config, training, regimes) if on.get("sweep") else {}
     source, warm = _warm_starts(config, regimes) if on.get("warmstart") else (None, {})
-    remedies = _remedies(config, regimes) if on.get("remedies") else {}
-    return Regimes(regimes, sweep, source, warm, remedies)
+    remedies = _methods(config, "remedies", regimes, ()) if on.get("remedies") else {}
+    modern = {}
+    if on.get("modern"):
+        modern = _methods(config, "modern", regimes, config["modern"]["lb_only"])
+    return Regimes(regimes, sweep, source, warm, remedies, modern)
 
 
 def _sweep(config, training, regimes: dict[str, Regime]) -> dict[float, str]:
@@ -70,11 +75,15 @@ def _warm_starts(config, regimes: dict[str, Regime]) -> tuple[str, dict[int, str
     return source, epochs
 
 
-def _remedies(config, regimes: dict[str, Regime]) -> dict[str, list[str]]:
-    """Appendix E: method -> the regimes <regime>_<method> of both landscape_regimes."""
+def _methods(config, section: str, regimes: dict[str, Regime], lb_only) -> dict[str, list[str]]:
+    """Appendix E's remedies (section 'remedies') or the methods since the paper ('modern'):
+    method -> its regimes <regime>_<method>, of both landscape_regimes, or of the large batch
+    alone for the methods in `lb_only` (those that change nothing at the small batch)."""
     methods = {}
-    for method, settings in config["remedies"]["methods"].items():
-        methods[method] = [f"{r}_{method}" for r in config["landscape_regimes"]]
-        for study, name in zip(config["landscape_regimes"], methods[method], strict=True):
-            regimes[name] = Regime(config["regimes"][study], dict(settings))
+    for method, settings in config[section]["methods"].items():
+        both = config["landscape_regimes"]
+        study = both[1:] if method in lb_only else both
+        methods[method] = [f"{r}_{method}" for r in study]
+        for r, name in zip(study, methods[method], strict=True):
+            regimes[name] = Regime(config["regimes"][r], dict(settings))
     return methods

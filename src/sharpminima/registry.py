@@ -100,6 +100,7 @@ FIGURES = {
     "panel": "panel_scatter",
     "density": "spectral_density",
     "surface": "loss_surface",
+    "methods": "method_bars",
 }
 
 
@@ -126,8 +127,14 @@ EXPERIMENTS = {
     "sweep": Experiment("sweep", "sweep", "sweep"),
     "warmstart": Experiment("warmstart", "warmstart", "warmstart"),
     "remedies": Experiment("remedies", "remedies", "remedies"),
-    "panel": Experiment("panel", "panel", "panel", (Experiment("density", "density", "density"),)),
+    "panel": Experiment(
+        "panel",
+        "panel",
+        "panel",
+        (Experiment("density", "density", "density"), Experiment("methods", "methods", "methods")),
+    ),
     "surfaces": Experiment(None),
+    "modern": Experiment(None),
 }
 
 # The sharpness panel: what each stage measures of one iterate (`sharpminima STAGE WHAT`), and

@@ -129,8 +129,26 @@ def cli_args(options):
     )
 
 
-if config["experiments"]["remedies"]:
-    for _name, _settings in config["remedies"]["methods"].items():
-        check_config(
-            _settings, "training.schema.yaml", f"remedies.methods.{_name}", fill=False
+for _section in ("remedies", "modern"):
+    if config["experiments"][_section]:
+        for _name, _settings in config[_section]["methods"].items():
+            check_config(
+                _settings,
+                "training.schema.yaml",
+                f"{_section}.methods.{_name}",
+                fill=False,
+            )
+if config["experiments"]["modern"]:
+    _unknown = set(config["modern"]["lb_only"]) - set(config["modern"]["methods"])
+    if _unknown:
+        sys.exit(
+            f"config: modern.lb_only: {', '.join(sorted(_unknown))} not among "
+            f"modern.methods: fix the name or add the method"
         )
+    if config["experiments"]["remedies"]:
+        _both = set(config["modern"]["methods"]) & set(config["remedies"]["methods"])
+        if _both:
+            sys.exit(
+                f"config: {', '.join(sorted(_both))} named in both remedies.methods and "
+                "modern.methods: their runs would share a regime; rename one"
+            )

@@ -143,6 +143,10 @@ def remedy_phi(wildcards):
     return phi_of(wildcards.network, regimes, remedy_seeds(), eps)
 
 
+def modern_seeds():
+    return range(config["modern"].get("trials") or config["trials"])
+
+
 # Measurements with runs of their own (by `sharpminima measure` option); the others read the
 # study's pair (landscape_regimes) of every trial.
 MEASURE_INPUTS = {
@@ -226,6 +230,8 @@ def panel_population(network):
     if on["remedies"] and network in experiment_networks("remedies"):
         regimes = remedy_run_regimes(network)
         pairs += [(r, s) for r in regimes for s in remedy_seeds()]
+    if on["modern"] and network in experiment_networks("modern"):
+        pairs += [(r, s) for r in modern_run_regimes() for s in modern_seeds()]
     return list(dict.fromkeys(pairs))
 
 

@@ -72,6 +72,8 @@ rule panel:
         verdict="results/{study}/experiments/{network}/verdict.csv",
         verdict_md="results/{study}/experiments/{network}/verdict.md",
         density="results/{study}/experiments/{network}/density.csv",
+        methods="results/{study}/experiments/{network}/methods.csv",
+        methods_md="results/{study}/experiments/{network}/methods.md",
         matched="results/{study}/experiments/{network}/matched.csv",
         matched_md="results/{study}/experiments/{network}/matched.md",
     log:

@@ -1,5 +1,6 @@
 # Regimes: every way a run is trained, by the name in its path (sharpminima.regimes derives
-# them: the study's SB and LB, the sweep's batch sizes, the warm starts, the remedies).
+# them: the study's SB and LB, the sweep's batch sizes, the warm starts, the remedies, the
+# methods since the paper).
 
 R = derive(config, TRAINING)
 REGIMES = R.all
@@ -38,3 +39,8 @@ def remedy_run_regimes(network):
         if is_images(network) or not config["remedies"]["methods"][name].get("augment")
     ]
     return config["landscape_regimes"] + [r for regimes in usable for r in regimes]
+
+
+def modern_run_regimes():
+    """Each modern method's regimes (its LB, and its SB unless it is in modern.lb_only)."""
+    return [r for regimes in R.modern.values() for r in regimes]

@@ -69,8 +69,18 @@ def surface_outputs():
     )
 
 
+def modern_outputs():
+    """The runs of the methods since the paper and their φ (first ε); where the panel runs
+    and includes them, its methods table and figure compare them."""
+    networks = experiment_networks("modern")
+    regimes = modern_run_regimes()
+    eps = config["sharpness"]["eps"][0]
+    runs = runs_of(networks, regimes, modern_seeds())
+    return runs + phi_of(networks, regimes, modern_seeds(), eps)
+
+
 # The outputs of the experiment switches that write no CSV (registry: `csv` None).
-OTHER_OUTPUTS = {"surfaces": surface_outputs}
+OTHER_OUTPUTS = {"surfaces": surface_outputs, "modern": modern_outputs}
 
 
 def experiment_outputs():
