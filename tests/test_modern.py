@@ -212,3 +212,10 @@ def test_methods_refuse_bad_settings(tmp_path, mnist_like):
         run("--batch-size", "64", "--ramp-start", "128"), "ramp_start 128 is larger", "start below"
     )
     assert_one_line_error(run("--warmup-epochs", "nan"), "--warmup-epochs is nan")
+
+
+def test_a_diverging_run_stops_and_says_so(tmp_path, mnist_like):
+    cfg = TrainConfig("F1", batch_size=100, stop="fixed", max_epochs=5, eval_chunk=200,
+                      optimizer="sgd", lr=1e30)  # fmt: skip
+    run = Run(train(cfg, mnist_like, tmp_path / "r.h5", **QUIET))
+    assert run.attrs["epochs"] == 1 and run.attrs["stop_reason"].startswith("diverged: train loss")

@@ -128,6 +128,8 @@ def test_cli_writes_the_panel_and_the_figures_draw_it(measured, tmp_path):
     assert list(methods.regime) == ["SB", "LB"] and set(methods.method) == {"none"}
     figures = ((panel_scatter, "panel.csv"), (spectral_density, "density.csv"),
                (method_bars, "methods.csv"))  # fmt: skip
+    bad = cli("figure", "methods", out / "density.csv", "--out", tmp_path / "m", check=False)
+    assert_one_line_error(bad, "lacks method", "pass the methods.csv of `sharpminima panel`")
     for draw, csv in figures:
         written = draw(out / csv, tmp_path / csv.replace(".csv", ""))
         assert all(p.stat().st_size > 1000 for p in written)

@@ -99,17 +99,23 @@ def parametric(
         return save(fig, out)
 
 
-def _table(csv: str | Path, measure: str, columns: list[str]) -> pd.DataFrame:
-    """A CSV of `sharpminima measure MEASURE`, or one UserError saying what it is not."""
+# The command that writes each figure's CSV, where it is not `sharpminima measure NAME`.
+WRITERS = {"directions": "directions", "trajectory": "trajectory", "panel": "panel",
+           "density": "panel", "methods": "panel"}  # fmt: skip
+
+
+def _table(csv: str | Path, name: str, columns: list[str]) -> pd.DataFrame:
+    """The CSV `name`.csv of the command that writes it, or one UserError saying what it is not."""
     try:
         d = pd.read_csv(csv)
     except (OSError, ValueError) as e:
         raise UserError(f"{csv} is not a readable CSV ({e})") from None
     missing = [c for c in columns if c not in d]
     if missing or d.empty:
+        command = WRITERS.get(name, f"measure {name}")
         raise UserError(
-            f"{csv} lacks {', '.join(missing) or 'rows'}: pass the CSV of "
-            f"`sharpminima measure {measure}`"
+            f"{csv} lacks {', '.join(missing) or 'rows'}: pass the {name}.csv of "
+            f"`sharpminima {command}`"
         )
     return d
 
@@ -436,7 +442,7 @@ def method_bars(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) 
 def spectral_density(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     """The Hessian's smoothed spectral density (log scale) against λ, one line per run: the
     study's first regime (SB) blue, the second (LB) red."""
-    d = _table(csv, "panel", ["regime", "seed", "eigenvalue", "density"])
+    d = _table(csv, "density", ["regime", "seed", "eigenvalue", "density"])
     sb, lb = (list(dict.fromkeys(d.regime)) + ["", ""])[:2]
     with plt.rc_context(style.rc()):
         fig, ax = plt.subplots(figsize=(style.width, style.height))

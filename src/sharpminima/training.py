@@ -438,6 +438,8 @@ def train(
         row = trainer.measure(trainer.train_epoch())
         trainer.history.append(row)
         trainer.done = trainer.stopper.update(trainer.epoch, row)
+        if not math.isfinite(row["train_loss"]):  # e.g. a learning rate scaled too far
+            trainer.done = f"diverged: train loss {row['train_loss']} at epoch {trainer.epoch}"
         if trainer.done is None and trainer.epoch >= cfg.max_epochs:
             trainer.done = f"reached max_epochs={cfg.max_epochs}"
         if trainer.epoch % cfg.save_every == 0:
