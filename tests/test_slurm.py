@@ -123,7 +123,8 @@ def test_smoke_preset_through_slurm_matches_local_run(slurm_env, smoke_run, tmp_
         [sys.executable, "-m", "snakemake", "-s", REPO / "Snakefile", "--directory", tmp_path]
         + TARGETS
         + ["--workflow-profile", REPO / "workflow/profiles/slurm", "--configfile", SMOKE]
-        + ["--slurm-init-seconds-before-status-checks", "2", "--slurm-status-command", "squeue"],
+        + ["--slurm-init-seconds-before-status-checks", "2", "--slurm-status-command", "squeue"]
+        + ["--seconds-between-status-checks", "1"],  # not 10: each wave of jobs waits for it
         env=slurm_env,
         capture_output=True,
         text=True,

@@ -214,7 +214,7 @@ def test_smoke_preset_runs_the_experiments(smoke_run):
         distances = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/distances.csv")
         assert distances.seed.tolist() == [0, 1] and (distances.ratio > 0).all()
         iterations = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/iterations.csv")
-        larger = iterations.batch_l > iterations.batch_s  # C1's 10% of 200 is 20 < 32
+        larger = iterations.batch_l > iterations.batch_s  # C1's 10% of 120 is 12 < 32
         assert (iterations.iters_l[larger] < iterations.iters_s[larger]).all()
         assert larger.any() or net == "C1"
         for figure in ("accuracy", "perfmodel"):
@@ -311,7 +311,7 @@ def test_smoke_preset_trains_the_methods_since_the_paper_and_compares_them(smoke
 
     for net in ("F1", "C1"):
         sam = Run(smoke_run / f"results/smoke/runs/{net}/LB_sam/seed0.h5").attrs
-        assert (sam["sam"], sam["ghost_batch"], sam["lr_scaling"]) == (0.05, 16, "sqrt")
+        assert (sam["sam"], sam["ghost_batch"], sam["lr_scaling"]) == (0.05, 8, "sqrt")
         asam = Run(smoke_run / f"results/smoke/runs/{net}/LB_asam/seed0.h5")
         assert asam.attrs["sam_adaptive"] and "batch_size" in asam.history  # the ramp's
         sgd = Run(smoke_run / f"results/smoke/runs/{net}/LB_sgd/seed0.h5").attrs
