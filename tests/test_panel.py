@@ -20,9 +20,11 @@ from sharpminima.panel import (
     verdict,
 )
 from sharpminima.sharpness import SharpnessConfig, run_sharpness
-from sharpminima.store import measure_iterate
+from sharpminima.store import Run, measure_iterate
+from sharpminima.training import TrainConfig, train
 
 from .conftest import assert_one_line_error, cli
+from .test_faults import small_fs
 
 
 def population(measure, gap_acc, regimes, seeds, batch):
@@ -68,10 +70,12 @@ def test_methods_table_gives_each_methods_accuracy_gap_and_measures():
          "regime": ["SB", "SB", "LB", "LB", "LB_sam", "LB_sam"], "seed": [0, 1] * 3,
          "batch_size": [256, 256, 5500, 5500, 5500, 5500],
          "train_acc": 100.0, "test_acc": [98.0, 98.2, 97.5, 97.7, 97.9, 98.1],
-         "phi": [1.0, 3.0, 100.0, 300.0, 20.0, 40.0], "eigenvalues": [1, 1, 5, 7, 2, 2.0]}
+         "phi": [1.0, 3.0, 100.0, 300.0, 20.0, 40.0], "eigenvalues": [1, 1, 5, 7, 2, 2.0],
+         "diverged": False}
     )  # fmt: skip
     m = methods_table(t, "SB").set_index("regime")
     assert list(m.index) == ["SB", "LB", "LB_sam"] and (m.trials == 2).all()
+    assert (m.diverged == 0).all()
     assert m.method.to_dict() == {"SB": "none", "LB": "none", "LB_sam": "SAM ρ=0.05"}
     assert m.below_sb.to_dict() == pytest.approx({"SB": 0, "LB": 0.5, "LB_sam": 0.1})
     assert m.phi.LB_sam == 30 and m.eigenvalues.LB == 6
@@ -140,3 +144,48 @@ def test_cli_writes_the_panel_and_the_figures_draw_it(measured, tmp_path):
               "--out-dir", tmp_path / "x", check=False)  # fmt: skip
     assert_one_line_error(bad, "--density takes results of `sharpminima curvature density`")
     assert not (tmp_path / "x" / "panel.csv").exists()
+
+
+def test_a_diverged_run_stays_in_the_panel_with_no_measure(measured, mnist_like, tmp_path):
+    """A run whose loss went to NaN: each measure job writes 'undefined' (with why) at once,
+    instead of failing or measuring NaN; the panel keeps the run, and τ leaves it out."""
+    runs, results, densities = measured
+    cfg = TrainConfig("F1", batch_size=60, optimizer="sgd", lr=1e4, max_epochs=3, stop="fixed")
+    run = train(cfg, mnist_like, tmp_path / "div.h5", label="LB_sgd", log=lambda m: None)
+    assert Run(run).attrs["stop_reason"].startswith("diverged")
+    mine = []
+    for command, what in (("sharpness", None), ("curvature", "eigenvalues"),
+                          ("curvature", "density"), ("adaptive", "linf")):  # fmt: skip
+        out = tmp_path / f"{what or 'phi'}.json"
+        cli(command, *([what] if what else []), run, "--out", out)
+        result = json.loads(out.read_text())
+        assert "non-finite weights" in result["undefined"] and "diverged" in result["undefined"]
+        assert "evaluations" not in result and result["run"] == str(run)
+        mine.append(out)
+    out = tmp_path / "panel"
+    cli("panel", "--runs", *runs, run, "--results", *results, *mine[0:2], mine[3],
+        "--density", *densities, mine[2], "--bootstrap", "100", "--out-dir", out)  # fmt: skip
+    table = pd.read_csv(out / "panel.csv").set_index("regime")
+    assert table.diverged.to_dict() == {"SB": False, "LB": False, "LB_sgd": True}
+    assert table.loc["LB_sgd", ["phi", "eigenvalues", "linf"]].isna().all()
+    judged = pd.read_csv(out / "verdict.csv")
+    assert (judged[judged.gap == "gap_acc"].runs == 4).all()
+    assert judged.tau.notna().all() and judged.tau_low.notna().all()
+    methods = pd.read_csv(out / "methods.csv").set_index("regime")
+    assert methods.diverged.to_dict() == {"SB": 0, "LB": 0, "LB_sgd": 1}
+    assert pd.read_csv(out / "density.csv").groupby(["regime", "seed"]).ngroups == 4
+    for draw, csv in ((panel_scatter, "panel.csv"), (method_bars, "methods.csv")):
+        assert all(p.stat().st_size > 1000 for p in draw(out / csv, tmp_path / csv[:-4]))
+
+
+def test_a_read_only_or_full_disk_under_the_panel_is_one_line(measured, tmp_path):
+    runs, results, densities = measured
+    args = ("panel", "--runs", *runs, "--results", *results, "--density", *densities,
+            "--bootstrap", "100", "--out-dir")  # fmt: skip
+    with small_fs(tmp_path / "ro", "1m", read_only=True) as ro:
+        assert_one_line_error(cli(*args, ro / "out", check=False), "not writable")
+        assert list(ro.iterdir()) == []
+    with small_fs(tmp_path / "full", "16k") as full:  # density.csv alone is larger
+        proc = cli(*args, full, check=False)
+        assert_one_line_error(proc, "No space left on device", "free space there")
+        assert not [p for p in full.iterdir() if ".tmp-" in p.name]  # no temporary left behind

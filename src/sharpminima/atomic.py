@@ -1,14 +1,16 @@
-"""File safety: a finished path only ever holds a finished file; HDF5 opens that work on NFS."""
+"""File safety: a finished path only ever holds a finished file; HDF5 opens that work on NFS;
+partial grids of points that a killed job resumes."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from .errors import UserError
 
@@ -19,6 +21,32 @@ def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
     Nothing relies on the locks: each file has one writer, and readers open finished files.
     """
     return h5py.File(path, mode, locking="best-effort")
+
+
+def open_point_cache(
+    path: Path, identity: str, axes: dict[str, np.ndarray], columns: Iterable[str]
+) -> h5py.File:
+    """A grid of points still to evaluate (NaN) on `axes`, one dataset per column: the partial
+    file at `path` if it is readable and was started for the same `identity`, else a fresh one,
+    so a killed job resumes where it stopped and never mixes points of another computation."""
+    shape = tuple(len(values) for values in axes.values())
+    columns = tuple(columns)
+    if path.exists():
+        try:
+            f = open_h5(path, "a")
+            if f.attrs.get("identity") == identity and all(f[c].shape == shape for c in columns):
+                return f
+            f.close()
+        except (OSError, KeyError):
+            pass
+        path.unlink()
+    f = open_h5(path, "w")
+    f.attrs["identity"] = identity
+    for name, values in axes.items():
+        f[name] = values
+    for column in columns:
+        f.create_dataset(column, data=np.full(shape, np.nan))
+    return f
 
 
 @contextmanager

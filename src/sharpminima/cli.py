@@ -141,10 +141,9 @@ def cmd_sharpness(args: argparse.Namespace) -> None:
     cfg = _settings(SharpnessConfig, args)
     which = args.epoch if args.epoch is not None else "final"
     result = run_sharpness(args.run, cfg, which, args.data, args.device, args.cache_mb, _log)
-    _log(
-        f"phi {result['phi']:.6g} (f(x) {result['f_x']:.6g}, max f {result['f_max']:.6g}; "
-        f"nit {result['nit']}, nfev {result['nfev']}, {result['seconds']:.1f}s)"
-    )
+    if "undefined" not in result:
+        _log(f"phi {result['phi']:.6g} (f(x) {result['f_x']:.6g}, max f {result['f_max']:.6g}; "
+             f"nit {result['nit']}, nfev {result['nfev']}, {result['seconds']:.1f}s)")  # fmt: skip
     _write_json(result, args.out)
 
 
@@ -171,9 +170,12 @@ def cmd_measure_iterate(args: argparse.Namespace) -> None:
     def measure(model, data):
         return compute(model, data, cfg, log=_log)
 
-    result = measure_iterate(args.run, which, measure, cfg, args.data, args.device, _log)
-    _log(f"{args.command} {args.what}: {result['evaluations']} evaluations of f (or its "
-         f"Hessian-vector products), {result['seconds']:.1f}s")  # fmt: skip
+    result = measure_iterate(
+        args.run, which, measure, cfg, args.data, args.device, _log, {"measure": args.what}
+    )
+    if "undefined" not in result:
+        _log(f"{args.command} {args.what}: {result['evaluations']} evaluations of f (or its "
+             f"Hessian-vector products), {result['seconds']:.1f}s")  # fmt: skip
     _write_json(result, args.out)
 
 

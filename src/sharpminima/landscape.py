@@ -17,11 +17,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
-from .atomic import open_h5
+from .atomic import open_h5, open_point_cache
 from .errors import UserError, require_finite
 from .runtime import device_name, evaluate, pick_device, versions
 from .settings import setting
@@ -75,25 +74,6 @@ def _identity(cfg: LandscapeConfig, sb: Run, lb: Run) -> str:
     )
 
 
-def _open_cache(path: Path, identity: str, alphas: np.ndarray) -> h5py.File:
-    """The partial file if it is readable and for the same curve, else a fresh one."""
-    if path.exists():
-        try:
-            f = open_h5(path, "a")
-            if f.attrs.get("identity") == identity and f["train_loss"].shape == alphas.shape:
-                return f
-            f.close()
-        except (OSError, KeyError):
-            pass
-        path.unlink()
-    f = open_h5(path, "w")
-    f.attrs["identity"] = identity
-    f.create_dataset("alpha", data=alphas)
-    for column in COLUMNS:
-        f.create_dataset(column, data=np.full(len(alphas), np.nan))
-    return f
-
-
 def landscape(
     sb_path: str | Path,
     lb_path: str | Path,
@@ -136,7 +116,7 @@ def landscape(
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     start = time.perf_counter()
-    with _open_cache(partial, _identity(cfg, sb, lb), alphas) as f:
+    with open_point_cache(partial, _identity(cfg, sb, lb), {"alpha": alphas}, COLUMNS) as f:
         todo = [i for i in range(len(alphas)) if np.isnan(f["train_loss"][i])]
         log(f"{cfg.kind} landscape {sb_path} ↔ {lb_path}: {len(todo)} of {len(alphas)} α to do")
         for i in todo:

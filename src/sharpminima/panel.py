@@ -72,6 +72,7 @@ def runs_table(runs: Iterable[str | Path]) -> pd.DataFrame:
                 "remedy": remedy(run.attrs),
                 "warm_epoch": run.attrs.get("warm_epoch", -1),
                 "epochs": int(last.epoch),
+                "diverged": str(run.attrs.get("stop_reason", "")).startswith("diverged"),
                 "train_acc": last.train_acc,
                 "test_acc": last.test_acc,
                 "train_loss": last.train_loss,
@@ -96,7 +97,8 @@ def panel_table(runs: Iterable[str | Path], results: Iterable[str | Path]) -> pd
             raise UserError(f"{path} is not a result of sharpness, curvature or adaptive")
         if name == "phi" and r.get("space") != "full":
             raise UserError(f"{path} is a random-subspace φ: the panel takes the full space")
-        values.setdefault(name, {})[_key(r)] = float(r["phi" if name == "phi" else VALUE[name]])
+        value = np.nan if "undefined" in r else float(r["phi" if name == "phi" else VALUE[name]])
+        values.setdefault(name, {})[_key(r)] = value
     for name, by_run in values.items():
         keys = list(zip(table.regime, table.seed, strict=True))
         missing = [f"{r} seed {s}" for r, s in keys if (r, s) not in by_run]
@@ -124,6 +126,10 @@ def sign_test(table: pd.DataFrame, measure: str, sb: str, lb: str) -> dict[str, 
 
 
 def kendall(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's τ over the pairs where both are numbers (NaN where it is undefined)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    both = np.isfinite(x) & np.isfinite(y)
+    x, y = x[both], y[both]
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return np.nan
     return float(stats.kendalltau(x, y).statistic)
@@ -155,18 +161,21 @@ def granulated_tau(table: pd.DataFrame, measure: str, gap: str) -> tuple[float, 
 def verdict(
     table: pd.DataFrame, sb: str, lb: str, resamples: int = 2000, seed: int = 0
 ) -> pd.DataFrame:
-    """One row per measure and gap: the sign test, τ with its interval, granulated τ."""
+    """One row per measure and gap: the sign test, τ with its interval, granulated τ; over the
+    runs where both are numbers (`runs`: a diverged run has neither a measure nor a loss gap)."""
     rows = []
     for measure in measures_of(table):
         for gap in GAPS:
             x, y = table[measure].to_numpy(float), table[gap].to_numpy(float)
+            both = np.isfinite(x) & np.isfinite(y)
+            x, y = x[both], y[both]
             low, high = bootstrap_tau(x, y, resamples, seed)
             psi, groups = granulated_tau(table, measure, gap)
             rows.append(
                 {
                     "measure": measure,
                     "gap": gap,
-                    "runs": len(table),
+                    "runs": int(both.sum()),
                     **sign_test(table, measure, sb, lb),
                     "tau": kendall(x, y),
                     "tau_low": low,
@@ -208,15 +217,16 @@ def matched_verdict(frames: Iterable[pd.DataFrame], sb: str, lb: str) -> pd.Data
 
 def methods_table(table: pd.DataFrame, sb: str) -> pd.DataFrame:
     """Per training method (Appendix E's remedies, the methods since the paper, 'none') and
-    regime: the trials, train and test accuracy (mean; test also std), how many points the
-    test accuracy is below the plain SB runs' (`below_sb`: the gap a method leaves), and each
-    measure's mean over trials."""
+    regime: the trials and how many of them diverged, train and test accuracy (mean; test also
+    std), how many points the test accuracy is below the plain SB runs' (`below_sb`: the gap a
+    method leaves), and each measure's mean over the trials that have it (not diverged ones)."""
     measures = {m: (m, "mean") for m in measures_of(table)}
     out = (
         table.groupby(["remedy", "regime"], sort=False)
         .agg(
             batch_size=("batch_size", "first"),
             trials=("seed", "size"),
+            diverged=("diverged", "sum"),
             train_acc=("train_acc", "mean"),
             test_acc=("test_acc", "mean"),
             test_std=("test_acc", "std"),
@@ -237,6 +247,7 @@ def density_table(paths: Iterable[str | Path], points: int = 400) -> pd.DataFram
     results = [_read(p) for p in paths]
     if any(r.get("measure") != "density" for r in results):
         raise UserError("--density takes results of `sharpminima curvature density` only")
+    results = [r for r in results if "undefined" not in r]  # diverged runs have no spectrum
     if not results:
         return pd.DataFrame(columns=["network", "regime", "seed", "eigenvalue", "density"])
     nodes = np.concatenate([np.ravel(r["nodes"]) for r in results])

@@ -303,4 +303,5 @@ def run_sharpness(
     """φ of one stored iterate of a training run, with everything needed to trust the number."""
     cfg.check()
     measure = lambda model, data: sharpness(model, *data, cfg, cache_mb, log)  # noqa: E731
-    return measure_iterate(run_path, which, measure, cfg, data_path, device, log)
+    nan = {"phi": np.nan}  # what readers of φ look for, should the iterate be non-finite
+    return measure_iterate(run_path, which, measure, cfg, data_path, device, log, nan)

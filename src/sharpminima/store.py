@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -196,6 +197,13 @@ def _decode(value: object) -> object:
     return value
 
 
+def non_finite(model: nn.Module) -> list[str]:
+    """The names of `model`'s parameters and buffers holding a NaN or an infinity."""
+    return [
+        k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+
+
 def measure_iterate(
     run_path: str | Path,
     which: str | int,
@@ -204,14 +212,28 @@ def measure_iterate(
     data_path: str | Path | None = None,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    undefined: Mapping[str, object] | None = None,
 ) -> dict:
     """`measure(model, (x, y))` of iterate `which`, on the examples the run trained on, with
-    the provenance that identifies the number; `settings` are logged."""
+    the provenance that identifies the number; `settings` are logged.
+
+    An iterate with non-finite weights (a run that diverged) has no sharpness: instead of
+    measuring NaN at full cost, or failing the workflow, the result is `undefined` (the keys a
+    reader expects, with NaN values), the settings, and `"undefined"`: why."""
     run = Run(run_path)
     data = run.data(data_path)
     dev = pick_device(device)
     model = run.model(which).to(dev)
     n = len(data.x_train)
+    bad = non_finite(model)
+    if bad:
+        reason = (f"iterate {which} has non-finite weights ({', '.join(bad[:2])}"
+                  f"{', ...' if len(bad) > 2 else ''}); the run stopped: "
+                  f"{run.attrs.get('stop_reason', 'unknown')}")  # fmt: skip
+        log(f"{run_path}: {reason}. Nothing to measure: the result says so.")
+        return {**(undefined or {}), "undefined": reason, **asdict(settings)} | run.provenance(
+            which, n, dev
+        )
     log(f"measuring {run_path} ({which}) on {n} examples, {device_name(dev)}: {settings}")
     result = measure(model, (data.x_train.to(dev), data.y_train.to(dev)))
     return result | run.provenance(which, n, dev)

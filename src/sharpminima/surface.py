@@ -21,12 +21,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_path, open_h5
+from .atomic import atomic_path, open_h5, open_point_cache
 from .errors import UserError
 from .objective import Evaluation
 from .runtime import device_name, evaluate, pick_device, versions
@@ -82,26 +81,6 @@ def _identity(run: Run, cfg: SurfaceConfig, part: int, parts: int) -> str:
     )  # fmt: skip
 
 
-def _open_cache(path: Path, identity: str, alphas: np.ndarray, betas: np.ndarray) -> h5py.File:
-    """The partial file if it is readable and for the same part, else a fresh one."""
-    shape = (len(alphas), len(betas))
-    if path.exists():
-        try:
-            f = open_h5(path, "a")
-            if f.attrs.get("identity") == identity and f["train_loss"].shape == shape:
-                return f
-            f.close()
-        except (OSError, KeyError):
-            pass
-        path.unlink()
-    f = open_h5(path, "w")
-    f.attrs["identity"] = identity
-    f["alpha"], f["beta"] = alphas, betas
-    for column in COLUMNS:
-        f.create_dataset(column, data=np.full(shape, np.nan))
-    return f
-
-
 def surface(
     run_path: str | Path,
     out: str | Path,
@@ -130,7 +109,8 @@ def surface(
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     start = time.perf_counter()
-    with _open_cache(partial, _identity(run, cfg, part, parts), alphas, betas) as f:
+    identity = _identity(run, cfg, part, parts)
+    with open_point_cache(partial, identity, {"alpha": alphas, "beta": betas}, COLUMNS) as f:
         todo = [k for k in mine if np.isnan(f["train_loss"][np.unravel_index(k, shape)])]
         log(f"surface of {run_path} ({which}), part {part + 1}/{parts}: {len(todo)} of "
             f"{len(mine)} points to do")  # fmt: skip

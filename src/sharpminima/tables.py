@@ -71,8 +71,8 @@ def sharpness_cells(json_files: Iterable[str | Path]) -> pd.DataFrame:
                 "eps": _eps(r["eps"]),
                 "seed": r["run_seed"],
                 "value": r["phi"],
-                "nit": r["nit"],
-                "nfev": r["nfev"],
+                "nit": r.get("nit", 0),  # none where φ is undefined (a diverged run)
+                "nfev": r.get("nfev", 0),
                 "dataset": r["dataset"],
             }
         )
