@@ -228,16 +228,16 @@ def test_a_damaged_iterate_in_the_work_folder_restarts_the_run(mnist_like, tmp_p
 @pytest.mark.parametrize("damage", [b"", b'{"phi": 1', b"\xff\xfe\x00", b'{"phi": "x"}'])
 def test_a_damaged_trajectory_point_is_computed_again(trials, tmp_path, damage):
     runs, out = [trials["LB"][1]], tmp_path / "t.csv"
-    first = trajectory(runs, ["batch"], CFG, 1, out, log=quiet)
+    first = trajectory(runs, ["batch"], CFG, 3, out, log=quiet)  # two points: x₀ and epoch 3
     (tmp_path / "t.csv.partial" / "0001.json").write_bytes(damage)
     (tmp_path / "t.csv.partial" / "settings.json").write_bytes(b"{")  # and the marker: all
     lines: list[str] = []
-    again = trajectory(runs, ["batch"], CFG, 1, out, log=lines.append)
-    assert sum(line.startswith("point ") for line in lines) == len(first)
+    again = trajectory(runs, ["batch"], CFG, 3, out, log=lines.append)
+    assert sum(line.startswith("point ") for line in lines) == len(first) == 2
     pd.testing.assert_frame_equal(first.drop(columns=["seconds"]), again.drop(columns=["seconds"]))
     (tmp_path / "t.csv.partial" / "0001.json").write_bytes(damage)  # the point alone
     lines.clear()
-    trajectory(runs, ["batch"], CFG, 1, out, log=lines.append)
+    trajectory(runs, ["batch"], CFG, 3, out, log=lines.append)
     assert sum(line.startswith("point ") for line in lines) == 1
     assert any("0001.json is damaged" in line for line in lines), lines
 
