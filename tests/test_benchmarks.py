@@ -55,3 +55,19 @@ def test_hessian_benchmark_agrees_with_pyhessian(trials):
     errors = float(re.search(r"([\d.]+) standard errors apart", out).group(1))
     assert errors <= 3.0, out  # 2 is the target; 3 leaves room for one unlucky draw
     assert re.search(r"lambda_max, ours: .* ([\d.]+)x the floor", out), out
+
+
+def test_hvp_profile_prints_each_pass_against_its_floor_and_batchnorms_share():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "hvp_profile.py"), "--chunk", "32"]
+        + ["--repeats", "1", "--threads", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for bn in ("batch", "running"):
+        for what in ("f and grad", "H.v"):
+            line = re.search(rf"{what}, {bn} BatchNorm: .* ([\d.]+)x the floor", proc.stdout)
+            assert line and float(line.group(1)) > 0, proc.stdout
+        share = re.search(rf"H.v, {bn} BatchNorm: (\d+)% of its time", proc.stdout)
+        assert share and 0 < int(share.group(1)) < 100, proc.stdout
