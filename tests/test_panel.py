@@ -176,6 +176,16 @@ def test_a_diverged_run_stays_in_the_panel_with_no_measure(measured, mnist_like,
     assert pd.read_csv(out / "density.csv").groupby(["regime", "seed"]).ngroups == 4
     for draw, csv in ((panel_scatter, "panel.csv"), (method_bars, "methods.csv")):
         assert all(p.stat().st_size > 1000 for p in draw(out / csv, tmp_path / csv[:-4]))
+    # At matched loss (the diverged run shares SB's seed): a level it reached before the NaN
+    # is measured; its final iterate gets NaN, not a failed job
+    settings = '{"phi": {"iters": 1, "chunk": 300}, "eigenvalues": {"k": 1, "max_steps": 3}}'
+    proc = cli("matched", "--sb", runs[0], "--lb", run, "--settings", settings, "--levels", "3",
+               "--out", tmp_path / "m.csv")  # fmt: skip
+    assert proc.stderr.count("phi: not taken, the weights are not finite (diverged") == 2
+    rows = pd.read_csv(tmp_path / "m.csv")
+    broken = (rows.regime == "LB_sgd") & rows.level.isna()
+    assert len(rows) == 2 * (2 + 2) and broken.sum() == 2  # regimes × (2 at 3, 2 final φ)
+    assert rows.value[broken].isna().all() and rows.value[~broken].notna().all()
 
 
 def test_a_read_only_or_full_disk_under_the_panel_is_one_line(measured, tmp_path):

@@ -27,7 +27,7 @@ from .errors import UserError
 from .panel import VALUE
 from .runtime import pick_device
 from .sharpness import SharpnessConfig, sharpness
-from .store import Run
+from .store import Run, non_finite
 
 
 def _value(name: str, measure: Callable) -> Callable:
@@ -66,10 +66,11 @@ def read_settings(text: str) -> dict[str, object]:
 
 def candidates(run: Run) -> dict[int, float]:
     """Each epoch whose iterate is stored (x₀ and the final one included) -> its recorded
-    training loss."""
+    training loss, where that is a number (a diverged run's last one is not)."""
     loss = run.history.set_index("epoch").train_loss
     last = int(run.attrs["epochs"])
-    return {int(e): float(loss[e]) for e in sorted({0, *run.epochs, last}) if e in loss.index}
+    stored = sorted({0, *run.epochs, last})
+    return {int(e): float(loss[e]) for e in stored if e in loss.index and math.isfinite(loss[e])}
 
 
 def closest(losses: dict[int, float], level: float) -> int:
@@ -138,11 +139,16 @@ def matched(
                 log(f"point {i}/{total}: {run.label} epoch {epoch} ({at}), {name} on the "
                     f"{examples} examples")  # fmt: skip
                 model = run.model(_iterate(run, epoch)).to(dev)
-                value = MEASURES[name][1](model, data[examples], settings[name])
+                if non_finite(model):  # a diverged run's final iterate: no measure there
+                    why = run.attrs["stop_reason"]
+                    log(f"{name}: not taken, the weights are not finite ({why})")
+                    value = math.nan
+                else:
+                    value = MEASURES[name][1](model, data[examples], settings[name])
                 row = {
                     "network": run.attrs["network"], "seed": run.attrs["seed"],
                     "regime": run.label, "batch_size": run.attrs["batch_size"], "level": level,
-                    "epoch": epoch, "train_loss_recorded": losses[epoch],
+                    "epoch": epoch, "train_loss_recorded": losses.get(epoch, math.nan),
                     "examples": examples, "n_examples": len(data[examples][1]), "measure": name,
                     "value": float(value),
                 }  # fmt: skip
