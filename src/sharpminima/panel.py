@@ -72,7 +72,7 @@ def runs_table(runs: Iterable[str | Path]) -> pd.DataFrame:
                 "remedy": remedy(run.attrs),
                 "warm_epoch": run.attrs.get("warm_epoch", -1),
                 "epochs": int(last.epoch),
-                "diverged": str(run.attrs.get("stop_reason", "")).startswith("diverged"),
+                "diverged": not np.isfinite(last.train_loss),  # training's own criterion
                 "train_acc": last.train_acc,
                 "test_acc": last.test_acc,
                 "train_loss": last.train_loss,
