@@ -203,13 +203,24 @@ def _stop_after_epoch(n: int):
     return log
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
-def test_a_damaged_iterate_in_the_work_folder_restarts_the_run(mnist_like, tmp_path, damage):
+@pytest.fixture(scope="module")
+def stopped_run(mnist_like, tmp_path_factory) -> tuple[TrainConfig, Path, Path]:
+    """A 3-epoch F1 run, and the work folder of the same run stopped after epoch 2."""
+    folder = tmp_path_factory.mktemp("stopped")
     cfg = TrainConfig("F1", batch_size=64, max_epochs=3, stop="fixed", eval_chunk=200)
-    ref = train(cfg, mnist_like, tmp_path / "ref.h5", log=quiet)
-    out = tmp_path / "run.h5"
+    train(cfg, mnist_like, folder / "ref.h5", log=quiet)
     with pytest.raises(_Stop):
-        train(cfg, mnist_like, out, log=_stop_after_epoch(2))
+        train(cfg, mnist_like, folder / "run.h5", log=_stop_after_epoch(2))
+    return cfg, folder / "ref.h5", folder / "run.h5.partial"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
+def test_a_damaged_iterate_in_the_work_folder_restarts_the_run(
+    stopped_run, mnist_like, tmp_path, damage
+):
+    cfg, ref, work = stopped_run
+    out = tmp_path / "run.h5"
+    shutil.copytree(work, tmp_path / "run.h5.partial")
     victim = tmp_path / "run.h5.partial" / "epoch_00001.pt"
     data = victim.read_bytes()
     victim.write_bytes(
@@ -225,21 +236,35 @@ def test_a_damaged_iterate_in_the_work_folder_restarts_the_run(mnist_like, tmp_p
     assert_same_states(ref, out, ("init", 1, 2, "final"))
 
 
-@pytest.mark.parametrize("damage", [b"", b'{"phi": 1', b"\xff\xfe\x00", b'{"phi": "x"}'])
-def test_a_damaged_trajectory_point_is_computed_again(trials, tmp_path, damage):
-    runs, out = [trials["LB"][1]], tmp_path / "t.csv"
-    first = trajectory(runs, ["batch"], CFG, 3, out, log=quiet)  # two points: x₀ and epoch 3
-    (tmp_path / "t.csv.partial" / "0001.json").write_bytes(damage)
-    (tmp_path / "t.csv.partial" / "settings.json").write_bytes(b"{")  # and the marker: all
+@pytest.fixture(scope="module")
+def finished_trajectory(trials, tmp_path_factory) -> tuple[list, Path, pd.DataFrame]:
+    """LB trial 1's trajectory at two points (x₀ and epoch 3), with its folder of points."""
+    runs, out = [trials["LB"][1]], tmp_path_factory.mktemp("trajectory") / "t.csv"
+    return runs, out, trajectory(runs, ["batch"], CFG, 3, out, log=quiet)
+
+
+def _rerun_damaged(finished, tmp_path: Path, name: str, damage: bytes) -> list[str]:
+    """A copy of the finished trajectory's points with file `name` overwritten, computed again:
+    its points and its log."""
+    runs, done, first = finished
+    shutil.copytree(done.with_name("t.csv.partial"), tmp_path / "t.csv.partial")
+    (tmp_path / "t.csv.partial" / name).write_bytes(damage)
     lines: list[str] = []
-    again = trajectory(runs, ["batch"], CFG, 3, out, log=lines.append)
-    assert sum(line.startswith("point ") for line in lines) == len(first) == 2
+    again = trajectory(runs, ["batch"], CFG, 3, tmp_path / "t.csv", log=lines.append)
     pd.testing.assert_frame_equal(first.drop(columns=["seconds"]), again.drop(columns=["seconds"]))
-    (tmp_path / "t.csv.partial" / "0001.json").write_bytes(damage)  # the point alone
-    lines.clear()
-    trajectory(runs, ["batch"], CFG, 3, out, log=lines.append)
+    return lines
+
+
+@pytest.mark.parametrize("damage", [b"", b'{"phi": 1', b"\xff\xfe\x00", b'{"phi": "x"}'])
+def test_a_damaged_trajectory_point_is_computed_again(finished_trajectory, tmp_path, damage):
+    lines = _rerun_damaged(finished_trajectory, tmp_path, "0001.json", damage)
     assert sum(line.startswith("point ") for line in lines) == 1
     assert any("0001.json is damaged" in line for line in lines), lines
+
+
+def test_a_damaged_trajectory_marker_computes_every_point_again(finished_trajectory, tmp_path):
+    lines = _rerun_damaged(finished_trajectory, tmp_path, "settings.json", b"{")
+    assert sum(line.startswith("point ") for line in lines) == len(finished_trajectory[2]) == 2
 
 
 # --- damaged inputs ----------------------------------------------------------------------

@@ -87,6 +87,20 @@ def test_reading_the_registry_loads_no_torch():
     assert out.stdout.strip() == "False", out.stderr
 
 
+def test_drawing_a_figure_from_a_table_loads_no_torch(tmp_path):
+    """A figure job redraws in a second or two: its seconds of PyTorch start-up are left out."""
+    csv = tmp_path / "directions.csv"
+    csv.write_text("network,regime,seed,fraction_of_phi\nF1,SB,0,0.5\nF1,LB,0,0.2\n")
+    probe = (
+        "import sys\nfrom sharpminima.cli import main\n"
+        f"code = main(['figure', 'directions', {str(csv)!r}, '--out', {str(tmp_path / 'd')!r}])\n"
+        "print(code, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.split() == ["0", "False"], out.stderr
+    assert (tmp_path / "d.png").stat().st_size > 5000
+
+
 def test_every_stage_is_a_subcommand_and_every_figure_kind_is_drawn():
     commands = parser()._subparsers._group_actions[0].choices
     assert set(STAGES) <= set(commands)

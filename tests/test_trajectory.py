@@ -30,11 +30,11 @@ def test_epochs_are_x0_every_kth_and_the_last(trials):
 def test_points_are_metric_2_1_of_each_iterate(trials, tmp_path):
     runs = [trials["SB"][0], trials["LB"][0]]
     out = tmp_path / "t.csv"
-    table = trajectory(runs, ["batch", "running"], CFG, 2, out, log=quiet)
-    assert len(table) == 2 * 2 * 3  # runs × modes × epochs 0, 2, 3
-    assert table.groupby(["regime", "bn"]).epoch.apply(list).tolist() == [[0, 2, 3]] * 4
-    row = table[(table.regime == "LB") & (table.bn == "running") & (table.epoch == 2)].iloc[0]
-    alone = run_sharpness(runs[1], SharpnessConfig(iters=2, chunk=200, bn="running"), 2, log=quiet)
+    table = trajectory(runs, ["batch", "running"], CFG, 3, out, log=quiet)
+    assert len(table) == 2 * 2 * 2  # runs × modes × epochs 0 and 3
+    assert table.groupby(["regime", "bn"]).epoch.apply(list).tolist() == [[0, 3]] * 4
+    row = table[(table.regime == "LB") & (table.bn == "running") & (table.epoch == 3)].iloc[0]
+    alone = run_sharpness(runs[1], SharpnessConfig(iters=2, chunk=200, bn="running"), 3, log=quiet)
     assert row.phi == pytest.approx(alone["phi"]) and row.f_x == pytest.approx(alone["f_x"])
     first = table[(table.regime == "SB") & (table.epoch == 0)]
     assert first.test_acc.iloc[0] == Run(runs[0]).history.test_acc[0]  # recorded at x₀
@@ -43,15 +43,15 @@ def test_points_are_metric_2_1_of_each_iterate(trials, tmp_path):
 
 def test_a_restarted_trajectory_computes_only_missing_points(trials, tmp_path):
     runs, out = [trials["LB"][1]], tmp_path / "t.csv"
-    first = trajectory(runs, ["batch"], CFG, 1, out, log=quiet)
+    first = trajectory(runs, ["batch"], CFG, 2, out, log=quiet)  # epochs 0, 2 and 3
     work = tmp_path / "t.csv.partial"
     (work / "0002.json").unlink()  # as if killed while computing the third point
     lines = []
-    again = trajectory(runs, ["batch"], CFG, 1, out, log=lines.append)
+    again = trajectory(runs, ["batch"], CFG, 2, out, log=lines.append)
     assert sum(line.startswith("point ") for line in lines) == 1
     pd.testing.assert_frame_equal(first.drop(columns=["seconds"]), again.drop(columns=["seconds"]))
     lines.clear()  # other settings: the cached points are not reused
-    trajectory(runs, ["batch"], SharpnessConfig(iters=1, chunk=200), 1, out, log=lines.append)
+    trajectory(runs, ["batch"], SharpnessConfig(iters=1, chunk=200), 2, out, log=lines.append)
     assert sum(line.startswith("point ") for line in lines) == len(first)
     finish(out)
     assert not work.exists()

@@ -309,15 +309,15 @@ def test_smoke_preset_trains_each_remedy_on_c1(smoke_run):
 def test_smoke_preset_trains_the_methods_since_the_paper_and_compares_them(smoke_run):
     import pandas as pd
 
-    for net in ("F1", "C1"):
-        sam = Run(smoke_run / f"results/smoke/runs/{net}/LB_sam/seed0.h5").attrs
-        assert (sam["sam"], sam["ghost_batch"], sam["lr_scaling"]) == (0.05, 8, "sqrt")
-        asam = Run(smoke_run / f"results/smoke/runs/{net}/LB_asam/seed0.h5")
-        assert asam.attrs["sam_adaptive"] and "batch_size" in asam.history  # the ramp's
-        sgd = Run(smoke_run / f"results/smoke/runs/{net}/LB_sgd/seed0.h5").attrs
-        linear = sgd["lr"] * sgd["batch_size"] / sgd["lr_base_batch"]  # 256: scaled down here
-        assert sgd["optimizer"] == "sgd" and sgd["peak_lr"] == pytest.approx(linear)
-        assert not (smoke_run / f"results/smoke/runs/{net}/SB_sam").exists()  # lb_only
+    runs = smoke_run / "results/smoke/runs/F1"
+    sam = Run(runs / "LB_sam/seed0.h5").attrs
+    assert (sam["sam"], sam["ghost_batch"], sam["lr_scaling"]) == (0.05, 8, "sqrt")
+    asam = Run(runs / "LB_asam/seed0.h5")
+    assert asam.attrs["sam_adaptive"] and "batch_size" in asam.history  # the ramp's
+    sgd = Run(runs / "LB_sgd/seed0.h5").attrs
+    linear = sgd["lr"] * sgd["batch_size"] / sgd["lr_base_batch"]  # 256: scaled down here
+    assert sgd["optimizer"] == "sgd" and sgd["peak_lr"] == pytest.approx(linear)
+    assert not (runs / "SB_sam").exists()  # lb_only
     methods = pd.read_csv(smoke_run / "results/smoke/experiments/F1/methods.csv")
     by = methods.set_index("regime")
     assert by.method["LB_asam"].startswith("ASAM ρ=0.5") and by.method["LB"] == "none"
@@ -408,8 +408,8 @@ def test_every_module_a_job_imports_is_among_its_code_inputs(smoke_run):
 # What an edit to each module reruns in a finished smoke run: the rules that hold it among their
 # code inputs, and all the jobs the dry run plans.
 EVERY_PHI = {
-    # + sweep's batch 16 (2 trials), 3 warm starts, 4 × 2 remedies, 2 × 3 methods since the paper
-    "sharpness": 24 + 2 + 3 + 8 + 6,
+    # + sweep's batch 16 (2 trials), 3 warm starts, 4 × 2 remedies, 3 methods since the paper
+    "sharpness": 24 + 2 + 3 + 8 + 3,
     "directions": 1,
     "trajectory": 1,
     "measure": 3,  # Figures 4 and 5, Table 6
@@ -420,8 +420,8 @@ EVERY_PHI = {
     "all": 1,
 }
 ALL_BUT_DATA = {
-    "train": 26 + 6,  # + the methods since the paper (F1 and C1: 3 each)
-    "sharpness": 37 + 6,
+    "train": 26 + 3,  # + the methods since the paper (F1's 3)
+    "sharpness": 37 + 3,
     "landscape": 6,
     "measure": 9 + 3,
     "directions": 1,

@@ -15,16 +15,16 @@ import sys
 import typing
 from datetime import datetime
 
-# Before torch loads OpenMP: spin briefly, then sleep. With the default spin (300,000) several
-# jobs sharing too few cores (snakemake --cores 8 on a 2-core laptop) ran F1 SB epochs 5-7x
-# slower than their fair share; with 1,000 a lone job is as fast as before. See docs/training.md.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-
-import torch  # noqa: E402
-
 from . import __version__
 from .errors import UserError
 from .registry import FIGURES, MEASURES, STAGES
+
+# Before torch loads OpenMP (torch is imported by the stages that compute, never here: drawing a
+# figure or a table does without its seconds of start-up): spin briefly, then sleep. With the
+# default spin (300,000) several jobs sharing too few cores (snakemake --cores 8 on a 2-core
+# laptop) ran F1 SB epochs 5-7x slower than their fair share; with 1,000 a lone job is as fast
+# as before. See docs/training.md.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 
 def _log(message: str) -> None:
@@ -40,6 +40,8 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def _threads(args: argparse.Namespace) -> None:
     if getattr(args, "threads", 0):
+        import torch
+
         torch.set_num_threads(args.threads)
 
 
