@@ -234,14 +234,14 @@ def test_smoke_preset_computes_the_panel_matched_loss_and_surfaces(smoke_run):
 
     results = smoke_run / "results/smoke"
     panel = pd.read_csv(results / "experiments/F1/panel.csv")
-    # the study, the sweep's batch 16 and the methods since the paper; no warm starts
-    assert len(panel) == 9
-    assert set(panel.regime) == {"SB", "LB", "b16", "LB_sam", "LB_asam", "LB_sgd"}
+    # the study and the methods since the paper; not the sweep's batch 16, nor the warm starts
+    assert len(panel) == 7
+    assert set(panel.regime) == {"SB", "LB", "LB_sam", "LB_asam", "LB_sgd"}
     for measure in ("phi", "eigenvalues", "trace", "linf", "l2", "average"):
         assert panel[measure].notna().all(), measure
     verdict = pd.read_csv(results / "experiments/F1/verdict.csv")
     assert set(verdict.measure) == {"phi", "eigenvalues", "trace", "linf", "l2", "average"}
-    assert (verdict.runs == 9).all() and (verdict.trials == 2).all()
+    assert (verdict.runs == 7).all() and (verdict.trials == 2).all()
     matched = pd.read_csv(results / "experiments/F1/matched.csv")
     assert {"trained", "all"} <= set(matched.examples) and (matched.trials == 2).all()
     eig = json.loads((results / "curvature/F1/LB/seed0/eigenvalues.json").read_text())
@@ -428,7 +428,7 @@ ALL_BUT_DATA = {
     "trajectory": 1,
     "figure_parametric": 6,
     "figure_experiment": 14,
-    "panel_measure": 9 * 5 + 2,  # F1's 9 runs (study, sweep, methods) × 5 measures, 2 densities
+    "panel_measure": 7 * 5 + 2,  # F1's 7 runs (study, methods) × 5 measures, 2 densities
     "matched": 2,
     "panel": 1,
     "surface_part": 4,  # F1 LB trial 0: a line and a plane, 2 parts each
@@ -529,13 +529,13 @@ def test_training_change_reruns_that_network_and_descendants(smoke_run):
         "measure": 3 + 1,  # + the sweep's
         "directions": 1,
         "figure_experiment": 2 + 1 + 2 + 3,
-        "panel_measure": (4 + 2 + 3) * 5 + 2,  # the panel of those runs (not the warm starts)
+        "panel_measure": (4 + 3) * 5 + 2,  # the panel of those runs (not the sweep's, warm starts')
         "matched": 2,
         "panel": 1,
         "surface_part": 4,
         "surface": 2,
         "figure_surface": 2,
-        "total": 100,
+        "total": 90,
     }  # no prepare_dataset
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
