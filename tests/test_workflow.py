@@ -479,15 +479,14 @@ def test_figure_style_change_redraws_figures_only(smoke_run):
 @pytest.mark.slow
 def test_sharpness_change_never_retrains(smoke_run):
     counts, _ = rerun_plan(smoke_run, "sharpness: {eps: [0.002], spaces: [full, random]}\n")
-    # + the panel's φ (first ε) of the sweep's runs, that of the methods since the paper (F1
-    # and C1: 3 each), and the panel
+    # + the panel's φ (first ε) of the methods since the paper (F1's 3), and the panel
     panel = {"panel": 1, "figure_experiment": 3, "matched": 2}
-    assert counts == {"sharpness": 24 + 2 + 6, **panel, "tables": 1, "all": 1, "total": 40}
+    assert counts == {"sharpness": 24 + 3, **panel, "tables": 1, "all": 1, "total": 35}
     counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
     # Every φ follows, with what reads φ: random directions (ε = 1e-3), Figure 6's trajectory,
     # the φ of the sweep's and warm starts' runs (Figures 4 and 5) and of the remedies' runs
     # (Table 6), of the methods since the paper, the panel, but no training.
-    assert counts == {**EVERY_PHI, "total": 61}
+    assert counts == {**EVERY_PHI, "total": 58}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
