@@ -6,8 +6,8 @@ starts the daemons on loopback without accounting (finished jobs stay in squeue 
 where the executor plugin reads their states), and stops every daemon it started by PID. The
 outputs must equal a local run's: same code, same threads, same CPU, so the same bits. Only one
 target of each rule that runs on a node is sent, from F1's chain (more instances of the same
-rules add nothing the profile could get wrong, and the node's one GPU runs GPU jobs one at a
-time: sending the whole F1 chain took 12 of CI's minutes).
+rules add nothing the profile could get wrong, and the node's two GPUs run GPU jobs two at a
+time: sending the whole F1 chain took 12 of CI's minutes with one).
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@
 #   tests/slurm/cluster.sh stop DIR    # stops exactly the daemons `start` recorded in DIR/pids
 #   tests/slurm/cluster.sh env DIR     # prints `export SLURM_CONF=...` for sbatch, sacct, ...
 #
-# Needs root and Debian's slurm-wlm and munge. The node advertises one GPU as a GRES backed by
-# /dev/null, so GPU requests (--gres/--gpus) go through SLURM's real scheduling path on a machine
-# without one.
+# Needs root and Debian's slurm-wlm and munge. The node advertises two GPUs as a GRES backed by
+# /dev/null and /dev/zero, so GPU requests (--gres/--gpus) go through SLURM's real scheduling
+# path on a machine without one, two jobs at a time as on a 2-core machine's two CPUs.
 #
 # No accounting (slurmdbd, MariaDB): Debian's mariadb-server needs a newer perl than a fresh
 # machine has, and installing it would upgrade the host's perl. Finished jobs stay visible to
@@ -61,6 +61,7 @@ start() {
 
     cat >"$dir/gres.conf" <<EOF
 NodeName=$node Name=gpu File=/dev/null
+NodeName=$node Name=gpu File=/dev/zero
 EOF
     cat >"$dir/slurm.conf" <<EOF
 ClusterName=sharpminima
@@ -89,7 +90,7 @@ JobCompType=jobcomp/none
 MinJobAge=3600
 InactiveLimit=0
 KillWait=5
-NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:1 State=UNKNOWN
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:2 State=UNKNOWN
 PartitionName=main Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
     export SLURM_CONF=$dir/slurm.conf
