@@ -244,8 +244,8 @@ def finished_trajectory(trials, tmp_path_factory) -> tuple[list, Path, pd.DataFr
 
 
 def _rerun_damaged(finished, tmp_path: Path, name: str, damage: bytes) -> list[str]:
-    """A copy of the finished trajectory's points with file `name` overwritten, computed again:
-    its points and its log."""
+    """A copy of the finished trajectory's points with file `name` overwritten, computed again
+    (to the same table): its log."""
     runs, done, first = finished
     shutil.copytree(done.with_name("t.csv.partial"), tmp_path / "t.csv.partial")
     (tmp_path / "t.csv.partial" / name).write_bytes(damage)
