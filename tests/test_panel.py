@@ -10,7 +10,7 @@ import pytest
 from sharpminima.adaptive import WorstConfig, adaptive
 from sharpminima.curvature import DensityConfig, EigenConfig, curvature
 from sharpminima.errors import UserError
-from sharpminima.figures import method_bars, panel_scatter, spectral_density
+from sharpminima.figures import _power_of_ten, method_bars, panel_scatter, spectral_density
 from sharpminima.panel import (
     bootstrap_tau,
     granulated_tau,
@@ -199,3 +199,14 @@ def test_a_read_only_or_full_disk_under_the_panel_is_one_line(measured, tmp_path
         proc = cli(*args, full, check=False)
         assert_one_line_error(proc, "No space left on device", "free space there")
         assert not [p for p in full.iterdir() if ".tmp-" in p.name]  # no temporary left behind
+
+
+@pytest.mark.parametrize(
+    "values, power",
+    [([1.8e-5, -1.5e-5], -5), ([0.5, 2.0], 0), ([0.004, 0.001], -3), ([2e4, 10.0], 4),
+     ([np.nan], 0), ([], 0), ([0.0, 0.0], 0)],
+)  # fmt: skip
+def test_a_linear_panel_axis_is_scaled_into_its_label(values, power):
+    """matplotlib's offset text ('×10⁻⁵' at the axis end) overlaps the axis label; the panel
+    divides such a measure by a power of ten and names it in the label instead."""
+    assert _power_of_ten(pd.Series(values, dtype=float)) == power

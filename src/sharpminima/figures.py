@@ -349,6 +349,17 @@ def _regime_colour(regime: str, sb: str, lb: str) -> str:
     return {sb: "tab:blue", lb: "tab:red"}.get(regime, "tab:gray")
 
 
+def _power_of_ten(values: pd.Series) -> int:
+    """The power of ten to divide `values` by so that a linear axis needs no offset text (which
+    matplotlib draws over the axis label), or 0 where its tick labels are short already."""
+    finite = np.abs(values[np.isfinite(values)])
+    largest = float(finite.max()) if len(finite) else 0.0
+    if largest == 0:
+        return 0
+    power = int(np.floor(np.log10(largest)))
+    return power if not -2 <= power <= 3 else 0
+
+
 def panel_scatter(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     """Each measure (one panel each) against the generalization gap, one point per run: the
     study's first two regimes (SB, LB) in blue and red, every other run (sweep, warm starts,
@@ -367,15 +378,16 @@ def panel_scatter(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE
         )
         for ax, m in zip(axes.flat, measures, strict=False):
             colours = [_regime_colour(r, sb, lb) for r in d.regime]
-            ax.scatter(d[m], d.gap_acc, c=colours, s=10)
-            if (d[m] > 0).all() and d[m].max() > 10 * d[m].min():
+            log = bool((d[m] > 0).all() and d[m].max() > 10 * d[m].min())
+            power = 0 if log else _power_of_ten(d[m])
+            ax.scatter(d[m] / 10.0**power, d.gap_acc, c=colours, s=10)
+            if log:
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            else:
-                ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
             tau = stats.kendalltau(d[m], d.gap_acc).statistic if len(d) > 1 else np.nan
             ax.set_title(f"Kendall τ = {tau:.2f}", fontsize=style.font_size - 1)
-            ax.set_xlabel(PANEL_LABELS[m])
+            scale = f" (×10$^{{{power}}}$)" if power else ""
+            ax.set_xlabel(PANEL_LABELS[m] + scale)
             ax.grid(True, lw=0.3, alpha=0.5)
         for ax in axes[:, 0]:
             ax.set_ylabel("train − test acc. (points)")
