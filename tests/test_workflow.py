@@ -214,7 +214,7 @@ def test_smoke_preset_runs_the_experiments(smoke_run):
         distances = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/distances.csv")
         assert distances.seed.tolist() == [0, 1] and (distances.ratio > 0).all()
         iterations = pd.read_csv(smoke_run / f"results/smoke/experiments/{net}/iterations.csv")
-        larger = iterations.batch_l > iterations.batch_s  # C1's 10% of 120 is 12 < 32
+        larger = iterations.batch_l > iterations.batch_s  # C1's 10% of 80 is 8 < 32
         assert (iterations.iters_l[larger] < iterations.iters_s[larger]).all()
         assert larger.any() or net == "C1"
         for figure in ("accuracy", "perfmodel"):
@@ -308,15 +308,16 @@ def test_smoke_preset_trains_each_remedy_on_c1(smoke_run):
 def test_smoke_preset_trains_the_methods_since_the_paper_and_compares_them(smoke_run):
     import pandas as pd
 
-    runs = smoke_run / "results/smoke/runs/F1"
-    sam = Run(runs / "LB_sam/seed0.h5").attrs
-    assert (sam["sam"], sam["ghost_batch"], sam["lr_scaling"]) == (0.05, 8, "sqrt")
-    asam = Run(runs / "LB_asam/seed0.h5")
-    assert asam.attrs["sam_adaptive"] and "batch_size" in asam.history  # the ramp's
-    sgd = Run(runs / "LB_sgd/seed0.h5").attrs
-    linear = sgd["lr"] * sgd["batch_size"] / sgd["lr_base_batch"]  # 256: scaled down here
-    assert sgd["optimizer"] == "sgd" and sgd["peak_lr"] == pytest.approx(linear)
-    assert not (runs / "SB_sam").exists()  # lb_only
+    for net in ("F1", "C1"):
+        runs = smoke_run / f"results/smoke/runs/{net}"
+        sam = Run(runs / "LB_sam/seed0.h5").attrs
+        assert (sam["sam"], sam["ghost_batch"], sam["lr_scaling"]) == (0.05, 8, "sqrt")
+        asam = Run(runs / "LB_asam/seed0.h5")
+        assert asam.attrs["sam_adaptive"] and "batch_size" in asam.history  # the ramp's
+        sgd = Run(runs / "LB_sgd/seed0.h5").attrs
+        linear = sgd["lr"] * sgd["batch_size"] / sgd["lr_base_batch"]  # 256: scaled down here
+        assert sgd["optimizer"] == "sgd" and sgd["peak_lr"] == pytest.approx(linear)
+        assert not (runs / "SB_sam").exists()  # lb_only
     methods = pd.read_csv(smoke_run / "results/smoke/experiments/F1/methods.csv")
     by = methods.set_index("regime")
     assert by.method["LB_asam"].startswith("ASAM ρ=0.5") and by.method["LB"] == "none"
@@ -407,8 +408,8 @@ def test_every_module_a_job_imports_is_among_its_code_inputs(smoke_run):
 # What an edit to each module reruns in a finished smoke run: the rules that hold it among their
 # code inputs, and all the jobs the dry run plans.
 EVERY_PHI = {
-    # + sweep's batch 16 (2 trials), 3 warm starts, 2 × 2 remedies, 3 methods since the paper
-    "sharpness": 24 + 2 + 3 + 4 + 3,
+    # + sweep's batch 16 (2 trials), 3 warm starts, 2 × 2 remedies, 2 × 3 methods since the paper
+    "sharpness": 24 + 2 + 3 + 4 + 6,
     "directions": 1,
     "trajectory": 1,
     "measure": 3,  # Figures 4 and 5, Table 6
@@ -419,8 +420,8 @@ EVERY_PHI = {
     "all": 1,
 }
 ALL_BUT_DATA = {
-    "train": 22 + 3,  # + the methods since the paper (F1's 3)
-    "sharpness": 33 + 3,
+    "train": 22 + 6,  # + the methods since the paper (F1 and C1: 3 each)
+    "sharpness": 33 + 6,
     "landscape": 6,
     "measure": 9 + 3,
     "directions": 1,
@@ -478,14 +479,14 @@ def test_figure_style_change_redraws_figures_only(smoke_run):
 @pytest.mark.slow
 def test_sharpness_change_never_retrains(smoke_run):
     counts, _ = rerun_plan(smoke_run, "sharpness: {eps: [0.002], spaces: [full, random]}\n")
-    # + the panel's φ (first ε) of the methods since the paper (F1's 3), and the panel
+    # + the panel's φ (first ε) of the methods since the paper (F1 and C1: 3 each), and the panel
     panel = {"panel": 1, "figure_experiment": 3, "matched": 2}
-    assert counts == {"sharpness": 24 + 3, **panel, "tables": 1, "all": 1, "total": 35}
+    assert counts == {"sharpness": 24 + 6, **panel, "tables": 1, "all": 1, "total": 38}
     counts, reasons = rerun_plan(smoke_run, "sharpness: {iters: 4}\n")
     # Every φ follows, with what reads φ: random directions (ε = 1e-3), Figure 6's trajectory,
     # the φ of the sweep's and warm starts' runs (Figures 4 and 5) and of the remedies' runs
     # (Table 6), of the methods since the paper, the panel, but no training.
-    assert counts == {**EVERY_PHI, "total": 54}
+    assert counts == {**EVERY_PHI, "total": 57}
     assert any(r.startswith("Params have changed since last execution") for r in reasons)
 
 
