@@ -140,7 +140,7 @@ def matched(
                     f"{examples} examples")  # fmt: skip
                 model = run.model(_iterate(run, epoch)).to(dev)
                 if non_finite(model):  # a diverged run's final iterate: no measure there
-                    why = run.attrs["stop_reason"]
+                    why = run.attrs.get("stop_reason", "unknown")  # as store.measure_iterate
                     log(f"{name}: not taken, the weights are not finite ({why})")
                     value = math.nan
                 else:
