@@ -6,9 +6,12 @@ Hutchinson's estimator stopped on the relative change of its running mean; its `
 calls `torch.eig`, removed from current PyTorch, so it is not compared. Targets (issue 14):
 λ_max within 1% of PyHessian's, the traces within 2 standard errors of each other, our λ_max in
 at most half PyHessian's time. Each time is also printed beside the machine's floor
-(floor.py): the FLOPs of its Hessian-vector products over the fp32 matmul rate.
+(floor.py): the FLOPs of its Hessian-vector products (eager double backward) over the fp32
+matmul rate. `--compile` also times our λ_max with the products through torch.compile
+(`compile: true`), twice: the first time includes the compile.
 
     python benchmarks/hessian.py RUN.h5 [--bn batch] [--tol 1e-3] [--threads 2] [--examples N]
+                                        [--compile]
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def main() -> None:
     p.add_argument("--examples", type=int, default=0, help="use the first N examples (0: all)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="also time λ_max through torch.compile")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -98,6 +102,15 @@ def main() -> None:
     print("\n".join(lines))
     print(floor_line("lambda_max, ours", eig["seconds"], eig["evaluations"] * hvp_flops, rate))
     print(floor_line("trace, ours", trace["seconds"], trace["evaluations"] * hvp_flops, rate))
+    if args.compile:
+        cfg = EigenConfig(k=1, tol=args.tol, chunk=args.chunk, bn=args.bn, compile=True)
+        first, again = (curvature(model, (x, y), cfg) for _ in range(2))
+        print(f"lambda_max compiled: {again['lambda_max']:.6g} ({again['steps']} steps) in "
+              f"{again['seconds']:.1f} s, {first['seconds']:.1f} s with the compile: ratio "
+              f"{again['seconds'] / theirs['eig_seconds']:.2f} "
+              f"({first['seconds'] / theirs['eig_seconds']:.2f} with the compile)")  # fmt: skip
+        work = again["evaluations"] * hvp_flops
+        print(floor_line("lambda_max, ours compiled", again["seconds"], work, rate))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def test_gpu_check_runs_on_cpu_and_resumes_bit_identically(tmp_path):
     args = ["--device", "cpu", "--n-train", "256", "--n-test", "64", "--epochs", "2"]
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), *args, "--iters", "2"]
-        + ["--lanczos-steps", "3"]  # C1's Hessian-vector products are most of the time on CPU
+        + ["--lanczos-steps", "2"]  # C1's Hessian-vector products are most of the time on CPU
         + ["--out", str(table)],
         capture_output=True,
         text=True,
@@ -39,17 +39,23 @@ def test_gpu_check_runs_on_cpu_and_resumes_bit_identically(tmp_path):
     assert "device: cpu:" in table.read_text()
 
 
-def test_hessian_benchmark_agrees_with_pyhessian(trials):
-    """λ_max and trace beside PyHessian's on a small F1 run; the times are printed, not held to
-    a target here (a benchmark's business, on an idle machine)."""
+def benchmark(script: str, *args: str) -> str:
+    """The standard output of benchmarks/`script` on one thread, which must succeed."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "hessian.py"), trials["LB"][0]]
-        + ["--chunk", "300", "--tol", "1e-4", "--samples", "40", "--threads", "1"],
+        [sys.executable, str(REPO / "benchmarks" / script), *map(str, args), "--threads", "1"],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    return proc.stdout
+
+
+def test_hessian_benchmark_agrees_with_pyhessian(trials):
+    """λ_max and trace beside PyHessian's on a small F1 run; the times are printed, not held to
+    a target here (a benchmark's business, on an idle machine)."""
+    out = benchmark(
+        "hessian.py", trials["LB"][0], "--chunk", "300", "--tol", "1e-4", "--samples", "40"
+    )
     apart = float(re.search(r"PyHessian [-\d.e+]+: ([\d.]+)% apart", out).group(1))
     assert apart <= 1.0, out
     errors = float(re.search(r"([\d.]+) standard errors apart", out).group(1))
@@ -58,16 +64,34 @@ def test_hessian_benchmark_agrees_with_pyhessian(trials):
 
 
 def test_hvp_profile_prints_each_pass_against_its_floor_and_batchnorms_share():
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "hvp_profile.py"), "--chunk", "32"]
-        + ["--repeats", "1", "--threads", "1"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    out = benchmark("hvp_profile.py", "--chunk", "32", "--repeats", "1")
     for bn in ("batch", "running"):
         for what in ("f and grad", "H.v"):
-            line = re.search(rf"{what}, {bn} BatchNorm: .* ([\d.]+)x the floor", proc.stdout)
-            assert line and float(line.group(1)) > 0, proc.stdout
-        share = re.search(rf"H.v, {bn} BatchNorm: (\d+)% of its time", proc.stdout)
-        assert share and 0 < int(share.group(1)) < 100, proc.stdout
+            line = re.search(rf"{what}, {bn} BatchNorm: .* ([\d.]+)x the floor", out)
+            assert line and float(line.group(1)) > 0, out
+        share = re.search(rf"H.v, {bn} BatchNorm: (\d+)% of its time", out)
+        assert share and 0 < int(share.group(1)) < 100, out
+
+
+def test_lanczos_is_never_behind_power_iteration_from_the_same_start(trials):
+    """Lanczos's Krylov space holds the power iterate, so its estimate is never lower; the
+    counts of products each needs for 1e-3 are printed with the step PyHessian's rule stops at."""
+    out = benchmark(
+        "lanczos_vs_power.py",
+        trials["LB"][0],
+        "--examples",
+        "300",
+        "--chunk",
+        "300",
+        "--steps",
+        "6",
+    )
+    rows = re.findall(r"^\| (\d+) \| ([-\d.e+]+) \| [\d.e+-]+ \| ([-\d.e+]+) \|", out, re.M)
+    assert [int(r[0]) for r in rows] == list(range(1, 7)), out
+    ref = float(re.search(r"reference λ_max ([-\d.e+]+)", out).group(1))
+    assert ref > 0
+    for _, ours, power in rows:
+        assert float(ours) >= float(power) - 1e-6 * ref, out
+    assert "raise --steps" in out  # 6 steps on this run: the reference is rough
+    for name in ("Lanczos", "power"):
+        assert re.search(rf"{name}, 6 products: .* ([\d.]+)x the floor", out), out

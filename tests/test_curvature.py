@@ -132,6 +132,23 @@ def test_a_dataloader_gives_the_same_products_as_the_tensors():
     torch.testing.assert_close(a, listed)
 
 
+def test_compiled_products_equal_double_backward_through_batchnorm():
+    """compile=True (torch.compile of forward-over-reverse) is the same H·v, and so the same
+    eigenvalues, as eager double backward, with BatchNorm on batch statistics."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 5))
+    model = model.double()
+    x, y = torch.randn(80, 20, dtype=torch.float64), torch.randint(0, 5, (80,))
+    cfg = {"k": 2, "chunk": 40}  # two chunks of one shape: one compile
+    compiled = curvature(model, (x, y), EigenConfig(**cfg, compile=True))
+    eager = curvature(model, (x, y), EigenConfig(**cfg))
+    assert compiled["compile"] and compiled["steps"] == eager["steps"]
+    np.testing.assert_allclose(compiled["eigenvalues"], eager["eigenvalues"], rtol=1e-10)
+    f = Objective(model, (x, y), "batch", 40)
+    v = torch.randn_like(f.theta0)
+    torch.testing.assert_close(f.compiled_hvp()(v), f.hvp(v), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("bn", ["batch", "running"])
 def test_hessian_vector_products_of_f1_match_finite_differences(bn):
     torch.manual_seed(0)

@@ -23,7 +23,15 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .objective import Data, Evaluation, LossFn, Measures, cross_entropy_sum, measure
+from .objective import (
+    Data,
+    Evaluation,
+    LossFn,
+    Measures,
+    Objective,
+    cross_entropy_sum,
+    measure,
+)
 from .settings import setting
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
@@ -31,7 +39,22 @@ Log = Callable[[str], None] | None
 
 
 @dataclass(frozen=True)
-class EigenConfig(Evaluation):
+class HessianEvaluation(Evaluation):
+    """How the curvature measures evaluate f, and how they multiply by its Hessian."""
+
+    compile: bool = setting(
+        False,
+        "Hessian-vector products compiled by torch.compile: about 1.5x faster after a compile",
+    )
+
+
+def product(f: Objective, cfg: HessianEvaluation) -> MatVec:
+    """v ↦ Hv at f's θ0: eager double backward, or compiled forward-over-reverse."""
+    return f.compiled_hvp() if cfg.compile else f.hvp
+
+
+@dataclass(frozen=True)
+class EigenConfig(HessianEvaluation):
     """The k largest eigenvalues of H (Lanczos)."""
 
     k: int = setting(5, "eigenvalues wanted, the largest")
@@ -45,7 +68,7 @@ class EigenConfig(Evaluation):
 
 
 @dataclass(frozen=True)
-class TraceConfig(Evaluation):
+class TraceConfig(HessianEvaluation):
     """tr(H) by Hutchinson's estimator with Rademacher vectors."""
 
     rel_se: float = setting(0.05, "stop when the standard error is at most this × |trace|")
@@ -59,7 +82,7 @@ class TraceConfig(Evaluation):
 
 
 @dataclass(frozen=True)
-class DensityConfig(Evaluation):
+class DensityConfig(HessianEvaluation):
     """The spectral density by stochastic Lanczos quadrature."""
 
     starts: int = setting(1, "random start vectors (the density is their average)")
@@ -205,9 +228,15 @@ def density(
 
 # `sharpminima curvature WHAT`: its settings class, and what it computes from f.
 MEASURES: Measures = {
-    "eigenvalues": (EigenConfig, lambda f, cfg, log: top_eigenvalues(f.hvp, f.theta0, cfg, log)),
-    "trace": (TraceConfig, lambda f, cfg, log: hutchinson(f.hvp, f.theta0, cfg, log)),
-    "density": (DensityConfig, lambda f, cfg, log: quadrature(f.hvp, f.theta0, cfg, log)),
+    "eigenvalues": (
+        EigenConfig,
+        lambda f, cfg, log: top_eigenvalues(product(f, cfg), f.theta0, cfg, log),
+    ),
+    "trace": (TraceConfig, lambda f, cfg, log: hutchinson(product(f, cfg), f.theta0, cfg, log)),
+    "density": (
+        DensityConfig,
+        lambda f, cfg, log: quadrature(product(f, cfg), f.theta0, cfg, log),
+    ),
 }
 
 

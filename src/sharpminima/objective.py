@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, grad, jvp
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torch.utils.data import DataLoader, RandomSampler
 
@@ -122,6 +123,38 @@ class Objective:
                 hv = torch.autograd.grad(dot, self.params)
                 out += torch.cat([h.reshape(-1) for h in hv])
         return out
+
+    def compiled_hvp(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`hvp` by forward-over-reverse (`torch.func.jvp` of `grad`) under `torch.compile`,
+        which fuses the elementwise passes of BatchNorm's second derivative that take half of
+        an eager product: about 1.5x as fast on CPU (docs/performance.md), after one compile
+        per chunk shape (tens of seconds, cached on disk by PyTorch). Equal to `hvp` up to
+        float rounding; bitwise the same from run to run on one machine."""
+        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        sizes = [p.numel() for p in self.params]
+
+        def chunk(theta: dict, v: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
+            def f(q: dict) -> torch.Tensor:
+                return self.loss(functional_call(self.model, q, (x,)), y) / self.n
+
+            return jvp(grad(f), (theta,), (v,))[1]
+
+        compiled = torch.compile(chunk)
+
+        def product(v: torch.Tensor) -> torch.Tensor:
+            self.evaluations += 1
+            vector_to_parameters(self.theta0, self.params)
+            theta = {n: p.detach() for n, p in zip(names, self.params, strict=True)}
+            parts = v.to(self.theta0).split(sizes)
+            pieces = {n: t.view_as(p) for n, t, p in zip(names, parts, self.params, strict=True)}
+            out = torch.zeros_like(self.theta0)
+            with evaluation(self.model, self.bn):
+                for x, y in self.batches():
+                    hv = compiled(theta, pieces, x, y)
+                    out += torch.cat([hv[n].reshape(-1) for n in names])
+            return out
+
+        return product
 
     def restore(self) -> None:
         """Put θ0 back into the model."""
