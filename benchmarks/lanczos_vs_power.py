@@ -25,17 +25,15 @@ import numpy as np
 import torch
 from floor import floor_line, flops, matmul_rate
 
-from sharpminima.curvature import lanczos, ritz
+from sharpminima.curvature import lanczos, random_vector, ritz
 from sharpminima.objective import Objective
 from sharpminima.store import Run
 
 
 def start(f: Objective, seed: int) -> torch.Tensor:
-    """A random unit vector, drawn on the CPU in float64 as `curvature` draws its starts."""
-    v = torch.randn(
-        f.theta0.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
-    )
-    return (v / v.norm()).to(f.theta0)
+    """A random unit vector, drawn as `curvature` draws its starts."""
+    gen = torch.Generator().manual_seed(seed)
+    return random_vector(f.theta0.numel(), gen, f.theta0, "gaussian")
 
 
 def lanczos_estimates(f: Objective, steps: int, seed: int) -> tuple[list[float], float]:

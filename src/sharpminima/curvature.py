@@ -94,7 +94,9 @@ class DensityConfig(HessianEvaluation):
             raise UserError("need starts ≥ 1 and steps ≥ 2")
 
 
-def _random(n: int, gen: torch.Generator, like: torch.Tensor, kind: str) -> torch.Tensor:
+def random_vector(n: int, gen: torch.Generator, like: torch.Tensor, kind: str) -> torch.Tensor:
+    """Rademacher, or a Gaussian unit vector, drawn on the CPU (float64 for the Gaussian) so a
+    seed gives the same vector on every device; then in `like`'s dtype and device."""
     if kind == "rademacher":
         v = torch.randint(0, 2, (n,), generator=gen, dtype=torch.int8) * 2 - 1
     else:
@@ -159,7 +161,7 @@ def top_eigenvalues(
             )
         return bool(ok.all())
 
-    v0 = _random(like.numel(), gen, like, "gaussian")
+    v0 = random_vector(like.numel(), gen, like, "gaussian")
     alpha, beta = lanczos(matvec, v0, cfg.max_steps, converged)
     theta, residual, _ = ritz(alpha, beta)
     order = np.argsort(theta)[::-1][:k]
@@ -180,7 +182,7 @@ def hutchinson(
     samples: list[float] = []
     se = math.inf
     while len(samples) < cfg.max_samples:
-        v = _random(like.numel(), gen, like, "rademacher")
+        v = random_vector(like.numel(), gen, like, "rademacher")
         samples.append(float(v @ matvec(v)))
         if len(samples) >= cfg.min_samples:
             se = float(np.std(samples, ddof=1) / math.sqrt(len(samples)))
@@ -205,7 +207,7 @@ def quadrature(
     gen = torch.Generator().manual_seed(cfg.seed)
     nodes, weights = [], []
     for i in range(cfg.starts):
-        alpha, beta = lanczos(matvec, _random(like.numel(), gen, like, "gaussian"), cfg.steps)
+        alpha, beta = lanczos(matvec, random_vector(like.numel(), gen, like, "gaussian"), cfg.steps)
         theta, _, first = ritz(alpha, beta)
         nodes.append(theta.tolist())
         weights.append((first**2).tolist())

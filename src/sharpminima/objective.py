@@ -9,7 +9,7 @@ measures comparable; taking a tensor pair *or* a DataLoader lets users measure t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ from .settings import setting
 
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# One chunk's share of H·v: (v cut to the parameters' shapes, x, y) -> one tensor per parameter.
+ChunkProduct = Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], Sequence[torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -110,19 +112,14 @@ class Objective:
 
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
         """H v at θ0, H = ∇²f: the gradient of ∇f·v, chunk by chunk (about two passes)."""
-        vector_to_parameters(self.theta0, self.params)
-        self.evaluations += 1
-        out = torch.zeros_like(self.theta0)
-        parts = v.to(self.theta0).split([p.numel() for p in self.params])
-        pieces = [t.view_as(p) for t, p in zip(parts, self.params, strict=True)]
-        with evaluation(self.model, self.bn):
-            for x, y in self.batches():
-                value = self.loss(self.model(x), y) / self.n
-                grads = torch.autograd.grad(value, self.params, create_graph=True)
-                dot = sum((g * p).sum() for g, p in zip(grads, pieces, strict=True))
-                hv = torch.autograd.grad(dot, self.params)
-                out += torch.cat([h.reshape(-1) for h in hv])
-        return out
+
+        def chunk(pieces: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> Sequence:
+            value = self.loss(self.model(x), y) / self.n
+            grads = torch.autograd.grad(value, self.params, create_graph=True)
+            dot = sum((g * p).sum() for g, p in zip(grads, pieces, strict=True))
+            return torch.autograd.grad(dot, self.params)
+
+        return self._summed_over_chunks(v, chunk)
 
     def compiled_hvp(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """`hvp` by forward-over-reverse (`torch.func.jvp` of `grad`) under `torch.compile`,
@@ -131,30 +128,34 @@ class Objective:
         per chunk shape (tens of seconds, cached on disk by PyTorch). Equal to `hvp` up to
         float rounding; bitwise the same from run to run on one machine."""
         names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        sizes = [p.numel() for p in self.params]
 
-        def chunk(theta: dict, v: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
+        def forward_over_reverse(theta: dict, v: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
             def f(q: dict) -> torch.Tensor:
                 return self.loss(functional_call(self.model, q, (x,)), y) / self.n
 
             return jvp(grad(f), (theta,), (v,))[1]
 
-        compiled = torch.compile(chunk)
+        compiled = torch.compile(forward_over_reverse)
 
-        def product(v: torch.Tensor) -> torch.Tensor:
-            self.evaluations += 1
-            vector_to_parameters(self.theta0, self.params)
+        def chunk(pieces: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> Sequence:
             theta = {n: p.detach() for n, p in zip(names, self.params, strict=True)}
-            parts = v.to(self.theta0).split(sizes)
-            pieces = {n: t.view_as(p) for n, t, p in zip(names, parts, self.params, strict=True)}
-            out = torch.zeros_like(self.theta0)
-            with evaluation(self.model, self.bn):
-                for x, y in self.batches():
-                    hv = compiled(theta, pieces, x, y)
-                    out += torch.cat([hv[n].reshape(-1) for n in names])
-            return out
+            hv = compiled(theta, dict(zip(names, pieces, strict=True)), x, y)
+            return [hv[n] for n in names]
 
-        return product
+        return lambda v: self._summed_over_chunks(v, chunk)
+
+    def _summed_over_chunks(self, v: torch.Tensor, chunk: ChunkProduct) -> torch.Tensor:
+        """Σ over the chunks of `chunk(pieces, x, y)`, each chunk's share of H v (one tensor per
+        parameter; `pieces` is v cut to the parameters' shapes), at θ0, flattened."""
+        vector_to_parameters(self.theta0, self.params)
+        self.evaluations += 1
+        out = torch.zeros_like(self.theta0)
+        parts = v.to(self.theta0).split([p.numel() for p in self.params])
+        pieces = [t.view_as(p) for t, p in zip(parts, self.params, strict=True)]
+        with evaluation(self.model, self.bn):
+            for x, y in self.batches():
+                out += torch.cat([h.reshape(-1) for h in chunk(pieces, x, y)])
+        return out
 
     def restore(self) -> None:
         """Put θ0 back into the model."""
