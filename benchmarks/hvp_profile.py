@@ -4,35 +4,25 @@
 
 One chunk of random inputs through a freshly initialised network, in each BatchNorm mode: the
 seconds of f and ∇f (what φ's L-BFGS-B evaluates) and of one H·v by double backward (what
-Lanczos, Hutchinson and quadrature call), each beside its matmul floor (`floor.py`), and the
-share of the product's time spent in BatchNorm's double backward (`torch.profiler`).
+Lanczos, Hutchinson and quadrature call), each beside its matmul floor and its matmuls replayed
+alone (`floor.py`), and the share of the product's time spent in BatchNorm's double backward
+(`torch.profiler`).
 docs/performance.md reports what it printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
-from floor import floor_line, flops, matmul_rate
+from floor import best_seconds, floor_line, flops, matmul_rate, matmul_seconds
 from torch.profiler import ProfilerActivity, profile
 
 from sharpminima.models import build, spec
 from sharpminima.objective import Objective
 
 BN_DOUBLE_BACKWARD = "NativeBatchNormBackwardBackward0"
-
-
-def best_seconds(work: Callable[[], object], repeats: int) -> float:
-    work()  # warm-up: allocator, kernel choice
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def bn_share(work: Callable[[], object]) -> float:
@@ -51,7 +41,8 @@ def report(f: Objective, bn: str, repeats: int) -> None:
     for what, work in (("f and grad", lambda: f(f.theta0)), ("H.v", lambda: f.hvp(v))):
         seconds = best_seconds(work, repeats)
         rate = matmul_rate(f.device)  # measured beside each, so load affects both alike
-        print(floor_line(f"{what}, {bn} BatchNorm", seconds, flops(work), rate))
+        alone = matmul_seconds(work, repeats)
+        print(floor_line(f"{what}, {bn} BatchNorm", seconds, flops(work), rate, alone))
     share = bn_share(lambda: f.hvp(v))
     print(f"H.v, {bn} BatchNorm: {share:.0%} of its time in BatchNorm's double backward")
 

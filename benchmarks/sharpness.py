@@ -6,7 +6,9 @@ the seconds of one sharpness computation and of that many bare passes (a plain l
 no solver), and their ratio; the target is a ratio within 1.15. A 2-core machine's pass times
 wander by ±10% over minutes, so the two are measured in turns, `--repeats` times, and the
 fastest of each is compared (every pair's ratio is printed too). Both are also printed beside
-the machine's floor (floor.py): the passes' FLOPs over the fp32 matmul rate.
+the machine's floor (floor.py): the passes' FLOPs over the fp32 matmul rate, measured in each turn
+(the highest is used, so load cannot flatter the ratio), and beside the passes' matmuls alone,
+replayed with the same shapes: what the matrix library does for this work.
 
     python benchmarks/sharpness.py RUN.h5 [--space full|random] [--threads 2] [--repeats 3]
 """
@@ -18,7 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from floor import floor_line, flops, matmul_rate
+from floor import floor_line, flops, matmul_rate, matmul_seconds
 
 from sharpminima.models import evaluation
 from sharpminima.runtime import pick_device
@@ -60,8 +62,9 @@ def main() -> None:
     device = pick_device(args.device)
     cfg = SharpnessConfig(space=args.space)
     print(f"{args.run}: {args.space} space, {device}, {torch.get_num_threads()} threads")
-    ours, floors = [], []
+    ours, floors, rates = [], [], []
     for i in range(args.repeats):
+        rates.append(matmul_rate(device))
         result = run_sharpness(args.run, cfg, device=args.device, log=lambda m: None)
         passes = result["evaluations"]
         ours.append(result["seconds"])
@@ -74,10 +77,10 @@ def main() -> None:
     print(f"sharpness: {min(ours):.1f} s (fastest of {args.repeats})")
     print(f"bare passes: {min(floors):.1f} s for {passes} forward+backward passes (fastest)")
     print(f"ratio: {min(ours) / min(floors):.2f} (target <= 1.15)")
-    pass_flops = flops(lambda: bare_passes(args.run, 1, cfg, device))
-    rate = matmul_rate(device)
-    print(floor_line("sharpness", min(ours), passes * pass_flops, rate))
-    print(floor_line("bare passes", min(floors), passes * pass_flops, rate))
+    one_pass = lambda: bare_passes(args.run, 1, cfg, device)  # noqa: E731
+    work, alone = passes * flops(one_pass), passes * matmul_seconds(one_pass)
+    print(floor_line("sharpness", min(ours), work, max(rates), alone))
+    print(floor_line("bare passes", min(floors), work, max(rates), alone))
 
 
 if __name__ == "__main__":

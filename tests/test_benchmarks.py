@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 
 import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from sharpminima.models import build, evaluation
+from sharpminima.objective import Objective
 
 from .conftest import REPO
 
@@ -63,11 +70,53 @@ def test_hessian_benchmark_agrees_with_pyhessian(trials):
     assert re.search(r"lambda_max, ours: .* ([\d.]+)x the floor", out), out
 
 
+def floor_module():
+    spec = importlib.util.spec_from_file_location("floor", REPO / "benchmarks" / "floor.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["floor"] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("network", ["F1", "C1"])
+def test_replayed_matmuls_are_all_the_flops_of_the_work(network):
+    """The 'matmuls alone' line replays what FlopCounterMode counts, no more and no less:
+    forward, backward and the double backward of a Hessian-vector product."""
+    floor = floor_module()
+    model = build(network, seed=0)
+    shape = (784,) if network == "F1" else (3, 32, 32)
+    x, y = torch.randn(4, *shape), torch.randint(0, 10, (4,))
+    f = Objective(model, (x, y), "batch", 4)
+    v = torch.randn_like(f.theta0)
+
+    def pass_():
+        model.zero_grad(set_to_none=True)
+        with evaluation(model, "batch"):
+            F.cross_entropy(model(x), y).backward()
+
+    for work in (pass_, lambda: f.hvp(v)):
+        calls = list(floor.recorded_matmuls(work))  # records `work` outside the counter
+        with FlopCounterMode(display=False) as replayed:
+            for call in calls:
+                call()
+        assert calls
+        assert replayed.get_total_flops() == floor.flops(work)
+    assert floor.matmul_seconds(pass_, repeats=1) > 0
+
+
+def test_sharpness_benchmark_prints_the_ratio_the_floor_and_the_matmuls_alone(trials):
+    out = benchmark("sharpness.py", trials["LB"][0], "--repeats", "1")
+    assert re.search(r"ratio: [\d.]+ \(target <= 1.15\)", out), out
+    for what in ("sharpness", "bare passes"):
+        line = re.search(rf"{what}: .* ([\d.]+)x the floor; its matmuls alone .* so ([\d.]+)x", out)
+        assert line and float(line.group(1)) > 0 and float(line.group(2)) > 0, out
+
+
 def test_hvp_profile_prints_each_pass_against_its_floor_and_batchnorms_share():
     out = benchmark("hvp_profile.py", "--chunk", "32", "--repeats", "1")
     for bn in ("batch", "running"):
         for what in ("f and grad", "H.v"):
-            line = re.search(rf"{what}, {bn} BatchNorm: .* ([\d.]+)x the floor", out)
+            line = re.search(rf"{what}, {bn} BatchNorm: .* ([\d.]+)x the floor; its matmuls", out)
             assert line and float(line.group(1)) > 0, out
         share = re.search(rf"H.v, {bn} BatchNorm: (\d+)% of its time", out)
         assert share and 0 < int(share.group(1)) < 100, out
