@@ -7,8 +7,9 @@ calls `torch.eig`, removed from current PyTorch, so it is not compared. Targets 
 λ_max within 1% of PyHessian's, the traces within 2 standard errors of each other, our λ_max in
 at most half PyHessian's time. Each time is also printed beside the machine's floor
 (floor.py): the FLOPs of its Hessian-vector products (eager double backward) over the fp32
-matmul rate. `--compile` also times our λ_max with the products through torch.compile
-(`compile: true`), twice: the first time includes the compile.
+matmul rate, and beside those products' matmuls replayed alone. `--compile` also times our
+λ_max with the products through torch.compile (`compile: true`), twice: the first time includes
+the compile.
 
     python benchmarks/hessian.py RUN.h5 [--bn batch] [--tol 1e-3] [--threads 2] [--examples N]
                                         [--compile]
@@ -22,7 +23,7 @@ import time
 
 import numpy as np
 import torch
-from floor import floor_line, flops, matmul_rate
+from floor import floor_line, flops, matmul_rate, matmul_seconds
 from torch.utils.data import DataLoader, TensorDataset
 
 from sharpminima.curvature import EigenConfig, TraceConfig, curvature
@@ -76,7 +77,7 @@ def main() -> None:
     rate = matmul_rate(device)
     f = Objective(model, (x, y), args.bn, args.chunk)
     v = torch.randn_like(f.theta0)
-    hvp_flops = flops(lambda: f.hvp(v))
+    hvp_flops, hvp_alone = flops(lambda: f.hvp(v)), matmul_seconds(lambda: f.hvp(v))
 
     eig = curvature(model, (x, y), EigenConfig(k=1, tol=args.tol, chunk=args.chunk, bn=args.bn))
     trace_cfg = TraceConfig(rel_se=0.02, max_samples=args.samples, chunk=args.chunk, bn=args.bn)
@@ -100,8 +101,9 @@ def main() -> None:
         f"{theirs['trace_seconds']:.1f} s): {apart:.2f} standard errors apart (target <= 2)",
     ]
     print("\n".join(lines))
-    print(floor_line("lambda_max, ours", eig["seconds"], eig["evaluations"] * hvp_flops, rate))
-    print(floor_line("trace, ours", trace["seconds"], trace["evaluations"] * hvp_flops, rate))
+    for what, ours in (("lambda_max, ours", eig), ("trace, ours", trace)):
+        n_hvp = ours["evaluations"]
+        print(floor_line(what, ours["seconds"], n_hvp * hvp_flops, rate, n_hvp * hvp_alone))
     if args.compile:
         cfg = EigenConfig(k=1, tol=args.tol, chunk=args.chunk, bn=args.bn, compile=True)
         first, again = (curvature(model, (x, y), cfg) for _ in range(2))
@@ -109,8 +111,13 @@ def main() -> None:
               f"{again['seconds']:.1f} s, {first['seconds']:.1f} s with the compile: ratio "
               f"{again['seconds'] / theirs['eig_seconds']:.2f} "
               f"({first['seconds'] / theirs['eig_seconds']:.2f} with the compile)")  # fmt: skip
-        work = again["evaluations"] * hvp_flops
-        print(floor_line("lambda_max, ours compiled", again["seconds"], work, rate))
+        n_hvp = again["evaluations"]
+        alone = n_hvp * hvp_alone  # the eager product's matmuls, as the floor uses its FLOPs
+        print(
+            floor_line(
+                "lambda_max, ours compiled", again["seconds"], n_hvp * hvp_flops, rate, alone
+            )
+        )
 
 
 if __name__ == "__main__":
