@@ -70,19 +70,20 @@ def test_hessian_benchmark_agrees_with_pyhessian(trials):
     assert re.search(r"lambda_max, ours: .* ([\d.]+)x the floor; its matmuls alone", out), out
 
 
-def floor_module():
+@pytest.fixture
+def floor(monkeypatch):
+    """benchmarks/floor.py as a module: benchmarks/ is a folder of scripts, not a package."""
     spec = importlib.util.spec_from_file_location("floor", REPO / "benchmarks" / "floor.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["floor"] = module  # its dataclass looks itself up there
+    monkeypatch.setitem(sys.modules, "floor", module)  # its dataclass looks itself up there
     spec.loader.exec_module(module)
     return module
 
 
 @pytest.mark.parametrize("network", ["F1", "C1"])
-def test_replayed_matmuls_are_all_the_flops_of_the_work(network):
+def test_replayed_matmuls_are_all_the_flops_of_the_work(floor, network):
     """The 'matmuls alone' line replays what FlopCounterMode counts, no more and no less:
     forward, backward and the double backward of a Hessian-vector product."""
-    floor = floor_module()
     model = build(network, seed=0)
     shape = (784,) if network == "F1" else (3, 32, 32)
     x, y = torch.randn(4, *shape), torch.randint(0, 10, (4,))
