@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -416,9 +417,9 @@ def method_bars(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) 
     measures = [m for m in PANEL_LABELS if m in d]
     width = 0.8 / len(bases)
     with plt.rc_context(style.rc()):
-        fig, (acc, rel) = plt.subplots(
-            2, 1, figsize=(style.width * 1.4, style.height * 2), sharex=True
-        )
+        # Wide enough for each method's name, wrapped, to sit under its bars unrotated
+        fig_width = max(style.width * 1.4, 0.9 * len(methods))
+        fig, (acc, rel) = plt.subplots(2, 1, figsize=(fig_width, style.height * 2), sharex=True)
         for i, (colour, base) in enumerate(zip(REGIME_COLOURS, bases, strict=False)):
             r = d[d.base == base].set_index("method").reindex(methods)
             x = np.arange(len(methods)) + (i - (len(bases) - 1) / 2) * width
@@ -445,8 +446,9 @@ def method_bars(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) 
         if measures and reference is not None:
             rel.legend(frameon=False, ncol=2, fontsize=style.font_size - 1)
         rel.grid(True, lw=0.3, alpha=0.5)
-        names = ["plain" if m == "none" else m for m in methods]
-        rel.set_xticks(np.arange(len(methods)), names, rotation=25, ha="right")
+        # A method's name lists its settings ("linear lr scaling + warm-up 5 ep + SGD"): wrapped
+        names = [textwrap.fill("plain" if m == "none" else m, 12) for m in methods]
+        rel.set_xticks(np.arange(len(methods)), names, fontsize=style.font_size - 1)
         fig.tight_layout()
         return save(fig, out)
 
