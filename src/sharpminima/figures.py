@@ -406,7 +406,8 @@ def method_bars(csv: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) 
     """Each training method (remedies, the methods since the paper) against the plain runs:
     above, test accuracy (bars, mean ± std) per method at each batch regime, the plain SB runs'
     as a dashed line (a method that reaches it closes the gap); below, each measure of the
-    large-batch runs relative to the plain large-batch runs' (log axis; below 1: flatter)."""
+    large-batch runs (median over trials) relative to the plain large-batch runs' (log axis;
+    below 1: flatter)."""
     d = _table(csv, "methods", ["method", "regime", "batch_size", "test_acc", "test_std"])
     pairs = zip(d.method, d.regime, strict=True)
     d["base"] = [r if m == "none" else r.rsplit("_", 1)[0] for m, r in pairs]
