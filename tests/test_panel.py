@@ -51,6 +51,9 @@ def test_tau_interval_excludes_zero_only_for_a_measure_that_tracks_the_gap():
     low, high = bootstrap_tau(rng.uniform(0, 5, 40), gap, 500, seed=0)
     assert low < 0 < high
     assert bootstrap_tau(np.ones(40), gap, 500, seed=0) == (pytest.approx(np.nan, nan_ok=True),) * 2
+    # the same runs listed in another order (as another rule's inputs might be): the same interval
+    x, shuffled = gap + rng.normal(0, 0.3, 40), rng.permutation(40)
+    assert bootstrap_tau(x, gap, 500, 0) == bootstrap_tau(x[shuffled], gap[shuffled], 500, 0)
 
 
 def test_granulated_tau_compares_only_runs_that_differ_in_batch_size():

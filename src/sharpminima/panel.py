@@ -137,7 +137,10 @@ def kendall(x: np.ndarray, y: np.ndarray) -> float:
 
 def bootstrap_tau(x: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
     """The 95% percentile interval of τ over resampled runs (resamples with a constant
-    measure or gap, where τ is undefined, are left out)."""
+    measure or gap, where τ is undefined, are left out). The pairs are put in one order first,
+    so the interval depends on the runs, not on the order they were listed in."""
+    order = np.lexsort((y, x))
+    x, y = np.asarray(x)[order], np.asarray(y)[order]
     rng = np.random.default_rng(seed)
     taus = [kendall(x[i], y[i]) for i in rng.integers(0, len(x), (resamples, len(x)))]
     taus = np.array([t for t in taus if np.isfinite(t)])
