@@ -28,15 +28,16 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 
 def best_seconds(work: Callable[[], object], repeats: int) -> float:
-    """The fastest of `repeats` calls of `work`, after one to warm up (allocator, kernel choice)."""
-    work()
+    """The fastest of `repeats` calls of `work`, after one to warm up (allocator, kernel choice).
+    Each call is waited for on CUDA, the warm-up too, so no timed call includes queued work."""
     best = math.inf
-    for _ in range(repeats):
+    for i in range(repeats + 1):
         start = time.perf_counter()
         work()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
+        if i:
+            best = min(best, time.perf_counter() - start)
     return best
 
 

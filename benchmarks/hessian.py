@@ -101,9 +101,14 @@ def main() -> None:
         f"{theirs['trace_seconds']:.1f} s): {apart:.2f} standard errors apart (target <= 2)",
     ]
     print("\n".join(lines))
-    for what, ours in (("lambda_max, ours", eig), ("trace, ours", trace)):
+
+    def floor_of(what: str, ours: dict) -> str:
+        """Against the eager product's FLOPs and matmuls, whichever product `ours` used."""
         n_hvp = ours["evaluations"]
-        print(floor_line(what, ours["seconds"], n_hvp * hvp_flops, rate, n_hvp * hvp_alone))
+        return floor_line(what, ours["seconds"], n_hvp * hvp_flops, rate, n_hvp * hvp_alone)
+
+    print(floor_of("lambda_max, ours", eig))
+    print(floor_of("trace, ours", trace))
     if args.compile:
         cfg = EigenConfig(k=1, tol=args.tol, chunk=args.chunk, bn=args.bn, compile=True)
         first, again = (curvature(model, (x, y), cfg) for _ in range(2))
@@ -111,13 +116,7 @@ def main() -> None:
               f"{again['seconds']:.1f} s, {first['seconds']:.1f} s with the compile: ratio "
               f"{again['seconds'] / theirs['eig_seconds']:.2f} "
               f"({first['seconds'] / theirs['eig_seconds']:.2f} with the compile)")  # fmt: skip
-        n_hvp = again["evaluations"]
-        alone = n_hvp * hvp_alone  # the eager product's matmuls, as the floor uses its FLOPs
-        print(
-            floor_line(
-                "lambda_max, ours compiled", again["seconds"], n_hvp * hvp_flops, rate, alone
-            )
-        )
+        print(floor_of("lambda_max, ours compiled", again))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,7 @@ def main() -> None:
     print(f"sharpness: {min(ours):.1f} s (fastest of {args.repeats})")
     print(f"bare passes: {min(floors):.1f} s for {passes} forward+backward passes (fastest)")
     print(f"ratio: {min(ours) / min(floors):.2f} (target <= 1.15)")
-    one_pass = lambda: bare_passes(args.run, 1, cfg, device)  # noqa: E731
+    one_pass = partial(bare_passes, args.run, 1, cfg, device)
     work, alone = passes * flops(one_pass), passes * matmul_seconds(one_pass)
     print(floor_line("sharpness", min(ours), work, max(rates), alone))
     print(floor_line("bare passes", min(floors), work, max(rates), alone))
