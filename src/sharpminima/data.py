@@ -60,10 +60,13 @@ def write_dataset(
     source: str,
     scale: float = 1.0,
     source_checksums: dict[str, str] | None = None,
+    transform: str = "none",
 ) -> None:
     """Write `arrays` (x_train, y_train, x_test, y_test) atomically in the dataset format."""
     splits = {s: [(arrays[f"x_{s}"], arrays[f"y_{s}"])] for s in ("train", "test")}
-    stream_dataset(out, name, splits, num_classes, source, scale, source_checksums)
+    stream_dataset(
+        out, name, splits, num_classes, source, scale, source_checksums, transform=transform
+    )
 
 
 def stream_dataset(
@@ -75,17 +78,20 @@ def stream_dataset(
     scale: float = 1.0,
     source_checksums: dict[str, str] | None = None,
     details: Callable[[], dict] | None = None,
+    transform: str = "none",
 ) -> None:
     """Write a dataset from (inputs, labels) pieces, train then test, atomically.
 
     The content hash is updated as pieces pass, so a corpus larger than memory (TIMIT: 1M
     frames) streams through; see `_write_split` for the memory this takes. `details` is called
     once every piece is written, so it can report what the streams met (stored as JSON).
+    `transform` names what was done to the source's inputs (fashion.TRANSFORMS), recorded and
+    hashed with them.
     """
     digest = hashlib.sha256()
     with atomic_path(out) as tmp, open_h5(tmp, "w") as f:
         counts = {s: _write_split(f, s, splits[s], digest, name) for s in ("train", "test")}
-        digest.update(_meaning(num_classes, scale))
+        digest.update(_meaning(num_classes, scale, transform))
         f.attrs.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
@@ -98,6 +104,7 @@ def stream_dataset(
             source=source,
             source_checksums=json.dumps(source_checksums or {}),
             details=json.dumps(details() if details else {}),
+            transform=transform,
             content_sha256=digest.hexdigest(),
         )
 
@@ -182,7 +189,7 @@ def load_dataset(path: str | Path) -> Dataset:
             raise _fail(path, f"has {split} labels outside [0, {classes})")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         raise _fail(path, "has train and test inputs of different shapes")
-    meaning = _meaning(classes, attrs.get("scale", 1.0))
+    meaning = _meaning(classes, attrs.get("scale", 1.0), attrs.get("transform", "none"))
     if content_digest(arrays, meaning) != attrs.get("content_sha256"):  # ~2 s a GB
         raise _fail(path, "does not match its recorded content_sha256 (corrupted)")
     scale = float(attrs.get("scale", 1.0))
@@ -201,9 +208,13 @@ def load_dataset(path: str | Path) -> Dataset:
     )
 
 
-def _meaning(num_classes: int, scale: float) -> bytes:
-    """The attributes that change what the arrays mean, as hashed after them."""
-    return json.dumps({"num_classes": int(num_classes), "scale": float(scale)}).encode()
+def _meaning(num_classes: int, scale: float, transform: str = "none") -> bytes:
+    """The attributes that change what the arrays mean, as hashed after them (the transform only
+    where there is one, so files written before it existed keep their digest)."""
+    meaning = {"num_classes": int(num_classes), "scale": float(scale)}
+    if transform != "none":
+        meaning["transform"] = str(transform)
+    return json.dumps(meaning).encode()
 
 
 def content_digest(arrays: dict[str, np.ndarray], meaning: bytes) -> str:

@@ -194,8 +194,12 @@ def verdict(
 def matched_verdict(frames: Iterable[pd.DataFrame], sb: str, lb: str) -> pd.DataFrame:
     """SB vs LB at each matched training-loss level (and on the final iterates, f over the
     examples trained on or over all training images): per measure, the mean of each regime and
-    the sign test over trials (the rows of `sharpminima matched`)."""
-    table = pd.concat(list(frames), ignore_index=True)
+    the sign test over trials (the rows of `sharpminima matched`); no rows without frames (a
+    study that compares no trial at matched loss)."""
+    frames = list(frames)
+    if not frames:
+        return pd.DataFrame(columns=["level", "examples", "measure", "sb_mean", "lb_mean"])
+    table = pd.concat(frames, ignore_index=True)
     rows = []
     for (level, examples, measure), part in table.groupby(
         ["level", "examples", "measure"], dropna=False, sort=False
@@ -277,17 +281,19 @@ def write_panel(
     seed: int = 0,
 ) -> list[Path]:
     """In `out_dir`: panel.csv/.md (every run, every measure), verdict.csv/.md, methods.csv/.md
-    (per training method), density.csv, and, given CSVs of `sharpminima matched`,
-    matched.csv/.md."""
+    (per training method), density.csv and matched.csv/.md (from the CSVs of `sharpminima
+    matched`; without rows where none are given)."""
     if resamples < 100:
         raise UserError(f"--bootstrap must be at least 100, got {resamples}")
     table = panel_table(runs, results)
     judged = verdict(table, sb, lb, resamples, seed)
     spectra = density_table(densities)
-    tables = [("panel", table), ("verdict", judged), ("methods", methods_table(table, sb))]
-    matched = list(matched)
-    if matched:
-        tables.append(("matched", matched_verdict(map(_read_csv, matched), sb, lb)))
+    tables = [
+        ("panel", table),
+        ("verdict", judged),
+        ("methods", methods_table(table, sb)),
+        ("matched", matched_verdict(map(_read_csv, matched), sb, lb)),
+    ]
     out_dir = Path(out_dir)
     written = []
     with atomic_path(out_dir / "density.csv") as tmp:

@@ -70,6 +70,7 @@ STAGES = {
 # Dataset source -> the modules that convert it (with `data`, which writes every dataset).
 SOURCES = {
     "mnist": (),
+    "fashion-mnist": ("fashion",),
     "cifar10": (),
     "cifar100": (),
     "timit-kaldi": ("kaldi",),

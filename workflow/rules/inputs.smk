@@ -37,6 +37,17 @@ def dataset_options(dataset):
     return source, entry
 
 
+def trials_of(network):
+    """A network's trials, seeds 0..n-1: its networks.<net>.trials, else the study's trials."""
+    return range(config["networks"][network].get("trials") or config["trials"])
+
+
+def experiment_seeds(section, network):
+    """The trials of an experiment that may set a count of its own (sweep, remedies, modern):
+    that count, else the network's trials."""
+    return range(config[section].get("trials") or len(trials_of(network)))
+
+
 def study_paths(pattern, **wildcards):
     """`expand` of a path pattern within this study's tree."""
     return expand(pattern, study=STUDY, **wildcards)
@@ -84,7 +95,7 @@ def landscape_run(wildcards, end):
 def pair_runs(wildcards, end):
     """Every trial's run of the first (0) or second (1) of landscape_regimes."""
     regime = config["landscape_regimes"][end]
-    return runs_of(wildcards.network, regime, range(config["trials"]))
+    return runs_of(wildcards.network, regime, trials_of(wildcards.network))
 
 
 def direction_phi(wildcards):
@@ -92,7 +103,7 @@ def direction_phi(wildcards):
     return phi_of(
         wildcards.network,
         config["landscape_regimes"],
-        range(config["trials"]),
+        trials_of(wildcards.network),
         config["directions"]["eps"],
     )
 
@@ -103,17 +114,22 @@ def trajectory_runs(wildcards):
     return runs_of(wildcards.network, config["landscape_regimes"], trials)
 
 
-def sweep_seeds():
-    return range(config["sweep"].get("trials") or config["trials"])
-
-
 def sweep_runs(wildcards):
-    return runs_of(wildcards.network, list(R.sweep.values()), sweep_seeds())
+    return runs_of(
+        wildcards.network,
+        list(R.sweep.values()),
+        experiment_seeds("sweep", wildcards.network),
+    )
 
 
 def sweep_phi(wildcards):
     eps = config["sweep"]["eps"]
-    return phi_of(wildcards.network, list(R.sweep.values()), sweep_seeds(), eps)
+    return phi_of(
+        wildcards.network,
+        list(R.sweep.values()),
+        experiment_seeds("sweep", wildcards.network),
+        eps,
+    )
 
 
 def warm_runs(wildcards, which):
@@ -128,23 +144,19 @@ def warm_phi(wildcards):
     return phi_of(wildcards.network, list(R.warm.values()), w["trials"], w["eps"])
 
 
-def remedy_seeds():
-    return range(config["remedies"].get("trials") or config["trials"])
-
-
 def remedy_runs(wildcards):
     regimes = remedy_run_regimes(wildcards.network)
-    return runs_of(wildcards.network, regimes, remedy_seeds())
+    return runs_of(
+        wildcards.network, regimes, experiment_seeds("remedies", wildcards.network)
+    )
 
 
 def remedy_phi(wildcards):
     regimes = remedy_run_regimes(wildcards.network)
     eps = config["remedies"]["eps"]
-    return phi_of(wildcards.network, regimes, remedy_seeds(), eps)
-
-
-def modern_seeds():
-    return range(config["modern"].get("trials") or config["trials"])
+    return phi_of(
+        wildcards.network, regimes, experiment_seeds("remedies", wildcards.network), eps
+    )
 
 
 # Measurements with runs of their own (by `sharpminima measure` option); the others read the
@@ -191,27 +203,32 @@ def panel_options(stage, what):
     return {**shared, **config[stage][what]}
 
 
-def matched_settings():
+def panel_of(network):
+    """The panel's settings for a network: networks.<net>.panel over the study's panel."""
+    return {**config["panel"], **config["networks"][network].get("panel", {})}
+
+
+def matched_settings(network):
     """`sharpminima matched --settings`: φ as the panel's (full space, the first ε, the
-    config's BatchNorm mode and start) and each of panel.measures."""
+    config's BatchNorm mode and start) and each of the network's panel measures."""
     s = config["sharpness"]
     phi = {**sharpness_options(), "space": "full", "eps": s["eps"][0]}
     phi.update(bn=s["bn"], start=s["start"])
-    measures = {m: panel_options(PANEL[m], m) for m in config["panel"]["measures"]}
-    return {"phi": phi, **measures}
+    measures = panel_of(network)["measures"]
+    return {"phi": phi, **{m: panel_options(PANEL[m], m) for m in measures}}
 
 
-def matched_trials():
+def matched_trials(network):
     """The trials compared at matched training loss: panel.matched_trials, or every one."""
-    trials = config["panel"]["matched_trials"]
-    return range(config["trials"]) if trials is None else trials
+    trials = panel_of(network)["matched_trials"]
+    return trials_of(network) if trials is None else trials
 
 
 def panel_population(network):
     """The panel's runs of a network as (regime, trial): the study's pair first (SB trials,
     LB trials), its other regimes, then the runs each switched-on experiment of
     panel.include adds."""
-    trials = range(config["trials"])
+    trials = trials_of(network)
     pairs = [
         (r, s)
         for r in config["landscape_regimes"] + list(config["regimes"])
@@ -222,16 +239,20 @@ def panel_population(network):
         for k, v in config["experiments"].items()
     }
     if on["sweep"] and network in experiment_networks("sweep"):
-        pairs += [(r, s) for r in R.sweep.values() for s in sweep_seeds()]
+        seeds = experiment_seeds("sweep", network)
+        pairs += [(r, s) for r in R.sweep.values() for s in seeds]
     if on["warmstart"] and network in experiment_networks("warmstart"):
         pairs += [
             (r, s) for r in R.warm.values() for s in config["warmstart"]["trials"]
         ]
     if on["remedies"] and network in experiment_networks("remedies"):
         regimes = remedy_run_regimes(network)
-        pairs += [(r, s) for r in regimes for s in remedy_seeds()]
+        pairs += [
+            (r, s) for r in regimes for s in experiment_seeds("remedies", network)
+        ]
     if on["modern"] and network in experiment_networks("modern"):
-        pairs += [(r, s) for r in modern_run_regimes() for s in modern_seeds()]
+        seeds = experiment_seeds("modern", network)
+        pairs += [(r, s) for r in modern_run_regimes() for s in seeds]
     return list(dict.fromkeys(pairs))
 
 
@@ -251,7 +272,7 @@ def panel_results(wildcards):
     phi = {"space": "full", "eps": config["sharpness"]["eps"][0]}
     phi.update(bn=config["sharpness"]["bn"], start=config["sharpness"]["start"])
     files = panel_files(wildcards, rules.sharpness.output.json, **phi)
-    for what in config["panel"]["measures"]:
+    for what in panel_of(wildcards.network)["measures"]:
         pattern = rules.panel_measure.output.json
         files += panel_files(wildcards, pattern, stage=PANEL[what], what=what)
     return files
@@ -263,7 +284,7 @@ def panel_density(wildcards):
         rules.panel_measure.output.json,
         network=wildcards.network,
         regime=config["landscape_regimes"],
-        seed=config["panel"]["density_trials"],
+        seed=panel_of(wildcards.network)["density_trials"],
         stage="curvature",
         what="density",
     )

@@ -50,7 +50,9 @@ rule matched:
         runtime=600,
         gpu=config["gpu"],
     params:
-        settings=shlex.quote(json.dumps(matched_settings(), sort_keys=True)),
+        settings=lambda wc: shlex.quote(
+            json.dumps(matched_settings(wc.network), sort_keys=True)
+        ),
         levels=" ".join(map(str, config["panel"]["loss_levels"])),
     shell:
         "sharpminima matched --sb {input.sb} --lb {input.lb} --settings {params.settings} "
@@ -63,7 +65,9 @@ rule panel:
         results=panel_results,
         density=panel_density,
         matched=lambda wc: study_paths(
-            rules.matched.output.csv, network=wc.network, seed=matched_trials()
+            rules.matched.output.csv,
+            network=wc.network,
+            seed=matched_trials(wc.network),
         ),
         code=code("panel"),
     output:

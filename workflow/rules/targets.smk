@@ -2,14 +2,23 @@
 
 
 def all_runs():
-    return runs_of(config["networks"], config["regimes"], range(config["trials"]))
+    return [
+        path
+        for net in config["networks"]
+        for path in runs_of(net, config["regimes"], trials_of(net))
+    ]
 
 
 def all_sharpness():
     """The default sharpness jobs: the config's BatchNorm mode and start point."""
     s = config["sharpness"]
-    trials = range(config["trials"])
-    return phi_of(config["networks"], config["regimes"], trials, s["eps"], s["spaces"])
+    return [
+        path
+        for net in config["networks"]
+        for path in phi_of(
+            net, config["regimes"], trials_of(net), s["eps"], s["spaces"]
+        )
+    ]
 
 
 # Tables 2 (accuracy), 3 (full-space φ) and 4 (random-subspace φ) that the config produces.
@@ -75,8 +84,11 @@ def modern_outputs():
     networks = experiment_networks("modern")
     regimes = modern_run_regimes()
     eps = config["sharpness"]["eps"][0]
-    runs = runs_of(networks, regimes, modern_seeds())
-    return runs + phi_of(networks, regimes, modern_seeds(), eps)
+    files = []
+    for net in networks:
+        seeds = experiment_seeds("modern", net)
+        files += runs_of(net, regimes, seeds) + phi_of(net, regimes, seeds, eps)
+    return files
 
 
 # The outputs of the experiment switches that write no CSV (registry: `csv` None).
@@ -97,10 +109,16 @@ def experiment_outputs():
             outputs += study_paths(
                 rules.measure.output.csv, network=networks, measure=part.csv
             )
+            # no density drawn where a network's panel computes none (density_trials: [])
+            drawn = [
+                n
+                for n in networks
+                if part.figure != "density" or panel_of(n)["density_trials"]
+            ]
             if part.figure:
                 outputs += study_paths(
                     rules.figure_experiment.output.png,
-                    network=networks,
+                    network=drawn,
                     figure=part.figure,
                 )
     return outputs
