@@ -5,6 +5,8 @@ it on CPU with tiny sizes (tests/test_benchmarks.py).
 
     python benchmarks/gpu_check.py [--device auto|cuda|cpu] [--n-train 20000] [--epochs 3]
                                    [--iters 10] [--mnist-root DIR] [--out table.md]
+    python benchmarks/gpu_check.py --paper [--epochs 2] ...   # the six networks at real size,
+                                   # and the whole paper's projected time (paper_projection.py)
 
 Each network trains SB (batch 256) and LB (10% of the training set) for `--epochs` epochs on
 synthetic data of its input shape (F1 on real MNIST when `--mnist-root` holds MNIST/raw);
@@ -138,16 +140,40 @@ def main() -> None:
     p.add_argument("--lanczos-steps", type=int, default=30, help="Lanczos steps of λ_max at most")
     p.add_argument("--mnist-root", help="folder holding MNIST/raw: F1 trains on real MNIST")
     p.add_argument("--out", help="also write the table (Markdown) here")
+    paper = p.add_argument_group("the whole paper, projected (--paper; paper_projection.py)")
+    paper.add_argument("--paper", action="store_true", help="time the six networks at real size")
+    paper.add_argument("--networks", default="F1,F2,C1,C2,C3,C4", help="networks to time")
+    paper.add_argument("--scale", type=float, default=1.0, help="data sizes × this (CI: tiny)")
+    paper.add_argument("--concurrency", type=int, default=0, help="processes at once (0: auto)")
+    paper.add_argument("--sb-epochs", type=int, default=20, help="epochs per SB run assumed")
+    paper.add_argument("--lb-epochs", type=int, default=40, help="epochs per LB run assumed")
+    paper.add_argument("--cache-mb", type=float, default=8192, help="memory for A (paper.yaml's)")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--time-child", nargs=7, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         network, data, epochs, out, device = args.child
         child(network, data, int(epochs), out, device)
         return
+    if args.time_child:
+        from paper_projection import time_child
+
+        time_child(*args.time_child)
+        return
     device = pick_device(args.device)
-    lines = [
+    header = (
         f"device: {device_name(device)}; torch {torch.__version__}; {args.epochs} epochs; "
-        f"{torch.get_num_threads()} CPU threads",
+        f"{torch.get_num_threads()} CPU threads"
+    )
+    if args.paper:
+        from paper_projection import main as project
+
+        lines = project(args, device, header)
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n")
+        return
+    lines = [
+        header,
         "",
         "| network | data | regime | batch | samples/s | peak MiB | φ (LB) | s per φ "
         "| φ peak MiB | λ_max (LB) | s per λ_max | resume bit-identical |",

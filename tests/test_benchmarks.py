@@ -46,6 +46,34 @@ def test_gpu_check_runs_on_cpu_and_resumes_bit_identically(tmp_path):
     assert "device: cpu:" in table.read_text()
 
 
+def test_gpu_check_projects_the_paper_from_each_networks_timings(tmp_path):
+    """--paper on CPU at 1% of the real sizes: a row per network timed, and the projection of
+    paper.yaml's jobs from them (its train, φ and landscape jobs of those networks). F1 only:
+    each network adds a minute of CPU here, and the GPU run times all six."""
+    table = tmp_path / "paper.md"
+    args = ["--paper", "--device", "cpu", "--scale", "0.01", "--networks", "F1"]
+    args += ["--epochs", "1", "--iters", "1", "--lanczos-steps", "2", "--concurrency", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), *args, "--out", str(table)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = table.read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| F1")]
+    assert len(rows) == 1
+    for _, source, n_train, sb, lb, peaks, *seconds, speedups in rows:
+        assert source.strip() == "synthetic"
+        assert int(n_train.replace(",", "")) == 550  # 1% of 60,000, less 1% of 5,000
+        assert all(float(v) > 0 for v in (sb, lb, *seconds)) and peaks.strip() == "— / — / —"
+        assert speedups.strip().endswith("(2)")
+    assert "330 jobs planned" in text and "landscape 2, sharpness 40, train 10" in text
+    projected = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| 20, 40")]
+    train_h, phi_h, land_h, alone_h, wall_h, goal = (c.strip() for c in projected[0][1:])
+    assert float(alone_h) == pytest.approx(float(train_h) + float(phi_h) + float(land_h), abs=2e-3)
+    assert float(wall_h) > 0 and goal in ("met", "over")
+
+
 def benchmark(script: str, *args: str) -> str:
     """The standard output of benchmarks/`script` on one thread, which must succeed."""
     proc = subprocess.run(
@@ -146,3 +174,14 @@ def test_lanczos_is_never_behind_power_iteration_from_the_same_start(trials):
     assert "raise --steps" in out  # 6 steps on this run: the reference is rough
     for name in ("Lanczos", "power"):
         assert re.search(rf"{name}, 6 products: .* ([\d.]+)x the floor", out), out
+
+
+def test_cpu_layout_times_three_ways_side_by_side():
+    out = benchmark("cpu_layout.py", "--repeats", "1", "--lb-batch", "300", "--chunk", "300")
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")][1:]
+    assert [r[0].strip() for r in rows] == [
+        "default malloc, NCHW", "kept heap, NCHW", "kept heap, channels-last",
+    ]  # fmt: skip
+    for row in rows:
+        assert len(row) == 4 and all(float(c.split()[0]) > 0 for c in row[1:])
+    assert all("(1.00×)" in c for c in rows[0][1:])  # the first way against itself

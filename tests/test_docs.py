@@ -82,7 +82,10 @@ def test_job_counts_in_the_docs_match_a_dry_run(tmp_path):
     from .conftest import snakemake
     from .test_workflow import job_counts
 
-    presets = {"smoke": "workflow/presets/smoke.yaml", "paper": "workflow/presets/paper.yaml"}
+    presets = {
+        name: f"workflow/presets/{name}.yaml"
+        for name in ("smoke", "paper", "fashion", "fashion-cpu")
+    }
     totals = {
         name: job_counts(snakemake(tmp_path / name, "-n", "--configfile", REPO / path).stdout)[
             "total"
@@ -93,11 +96,13 @@ def test_job_counts_in_the_docs_match_a_dry_run(tmp_path):
     claims = [
         ("smoke", re.search(r"whole chain.*?\((\d+) jobs", readme, re.S)),
         ("paper", re.search(r"paper\.yaml +# all six networks: (\d+) jobs", readme)),
+        ("fashion", re.search(r"fashion\.yaml +# F1, C1, C2 on Fashion-MNIST: (\d+) jobs", readme)),
+        ("fashion-cpu", re.search(r"fashion-cpu\.yaml +# .*?: (\d+) jobs", readme)),
     ]
     for line in (REPO / "docs" / "workflow.md").read_text().splitlines():
         for name in presets:
             if line.startswith(f"| `{name}.yaml`"):
                 claims.append((name, re.search(r"(\d+) jobs", line)))
-    assert len(claims) == 4 and all(m for _, m in claims), claims
+    assert len(claims) == 8 and all(m for _, m in claims), claims
     for name, match in claims:
         assert int(match.group(1)) == totals[name], (name, match.group(0), totals[name])

@@ -115,3 +115,26 @@ def test_models_command_prints_table():
     for name, count in PAPER_COUNTS.items():
         line = next(line for line in out.splitlines() if line.startswith(name))
         assert f"{count:,}" in line
+
+
+def test_conv_networks_take_cpu_images_channels_last_with_the_same_outputs():
+    """The pre-hook changes the layout of 4-D CPU inputs only: outputs and gradients equal the
+    NCHW ones to float rounding, the parameters stay contiguous, dense networks have no hook."""
+    import torch.nn.functional as F
+
+    from sharpminima.models import channels_last_on_cpu
+
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert channels_last_on_cpu(None, (x,))[0].is_contiguous(memory_format=torch.channels_last)
+    assert channels_last_on_cpu(None, (x.flatten(1),)) is None  # 2-D: left alone
+    grads = []
+    for hooked in (True, False):
+        model = build("C1", seed=0).eval()
+        if not hooked:
+            model._forward_pre_hooks.clear()
+        F.cross_entropy(model(x), torch.arange(8)).backward()
+        grads.append([p.grad for p in model.parameters()])
+        assert all(p.is_contiguous() for p in model.parameters())
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert not build("F1")._forward_pre_hooks and build("C2")._forward_pre_hooks

@@ -135,6 +135,9 @@ def test_cli_writes_the_panel_and_the_figures_draw_it(measured, tmp_path):
     assert spectra.groupby(["regime", "seed"]).ngroups == 4 and (spectra.density >= 0).all()
     methods = pd.read_csv(out / "methods.csv")
     assert list(methods.regime) == ["SB", "LB"] and set(methods.method) == {"none"}
+    matched = pd.read_csv(out / "matched.csv")  # none given: the table, without rows
+    assert matched.empty and {"level", "measure", "sb_mean"} <= set(matched.columns)
+    assert (out / "matched.md").read_text().startswith("| level | examples | measure |")
     figures = ((panel_scatter, "panel.csv"), (spectral_density, "density.csv"),
                (method_bars, "methods.csv"))  # fmt: skip
     bad = cli("figure", "methods", out / "density.csv", "--out", tmp_path / "m", check=False)

@@ -58,3 +58,13 @@ def test_only_sharpness_tables_speak_of_iterations():
     cells = _cells().assign(table=2, metric="test_acc", eps="", nit=float("nan"))
     assert "brackets" not in markdown(summarise(cells), 2)
     assert "in brackets the L-BFGS-B iterations" in markdown(summarise(_cells()), 3)
+
+
+def test_other_real_data_shows_the_papers_value_labelled_without_ratio():
+    """C1 on Fashion-MNIST beside the paper's C1 on CIFAR-10: the value, named, no ratio."""
+    cells = _cells("fashion-mnist").assign(network="C1")
+    s = summarise(cells).set_index("regime")
+    assert s.loc["LB", "paper_mean"] == 707.23 and s.loc["LB", "paper_dataset"] == "cifar10"
+    assert s.ratio.isna().all()
+    row = next(line for line in markdown(summarise(cells), 3).splitlines() if "| C1 |" in line)
+    assert "(paper on cifar10: 707.23 ± 43.04)" in row and "×" not in row
