@@ -177,7 +177,7 @@ def test_lanczos_is_never_behind_power_iteration_from_the_same_start(trials):
 
 
 def test_cpu_layout_times_three_ways_side_by_side():
-    out = benchmark("cpu_layout.py", "--repeats", "1", "--lb-batch", "300", "--chunk", "300")
+    out = benchmark("cpu_layout.py", "--repeats", "1", "--lb-batch", "64", "--chunk", "64")
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")][1:]
     assert [r[0].strip() for r in rows] == [
         "default malloc, NCHW", "kept heap, NCHW", "kept heap, channels-last",

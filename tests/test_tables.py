@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from sharpminima.tables import markdown, paper_values, summarise, write_tables
+from sharpminima.tables import gap_markdown, markdown, paper_values, summarise, write_tables
 
 
 def test_paper_values_hold_all_three_tables():
@@ -68,3 +68,30 @@ def test_other_real_data_shows_the_papers_value_labelled_without_ratio():
     assert s.ratio.isna().all()
     row = next(line for line in markdown(summarise(cells), 3).splitlines() if "| C1 |" in line)
     assert "(paper on cifar10: 707.23 ± 43.04)" in row and "×" not in row
+
+
+def test_the_gap_is_paired_by_trial_with_a_t_interval_and_the_ranges():
+    rows = []
+    for seed, (sb, lb) in enumerate([(90.0, 88.0), (91.0, 88.5), (89.0, 88.0)]):
+        for regime, value in (("SB", sb), ("LB", lb)):
+            rows.append(
+                {
+                    "table": 2,
+                    "network": "C1",
+                    "regime": regime,
+                    "metric": "test_acc",
+                    "eps": "",
+                    "seed": seed,
+                    "value": value,
+                    "dataset": "fashion-mnist",
+                }
+            )
+    cells = pd.DataFrame(rows)
+    text = gap_markdown(cells)
+    # gaps 2, 2.5, 1: mean 1.833, sd 0.7638, t(0.975, 2) = 4.303: half-width 1.897
+    assert "| C1 | 3 | 1.83 | [-0.06, 3.73] | 89.00–91.00 | 88.00–88.50 | yes |" in text
+    cells.loc[(cells.seed == 2) & (cells.regime == "SB"), "value"] = (
+        88.2  # SB's worst below LB's best
+    )
+    assert "| no |" in gap_markdown(cells)
+    assert gap_markdown(cells[cells.regime == "SB"]) == ""  # no pair, no gap

@@ -6,11 +6,13 @@ The paper's numbers live in `paper_values.csv` (package data), one row per cell.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 from .atomic import atomic_path
 from .models import NETWORKS
@@ -139,8 +141,42 @@ def markdown(summary: pd.DataFrame, table: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gap_markdown(cells: pd.DataFrame) -> str:
+    """The first regime's test accuracy minus the second's (SB − LB), per network, paired by
+    trial (a seed's runs share their initial point): the mean, its 95% t-interval, each
+    regime's range over trials, and whether the ranges are apart (every SB trial above every
+    LB trial): a gap smaller than the trials' own spread is not one. Empty without a pair."""
+    acc = cells[(cells.table == 2) & (cells.metric == "test_acc")]
+    regimes = list(dict.fromkeys(acc.regime))[:2]
+    if len(regimes) < 2:
+        return ""
+    a, b = regimes
+    lines = [
+        f"#### {a} − {b} test accuracy (points), paired by trial",
+        "",
+        f"| network | trials | gap | 95% interval (t) | {a} range | {b} range "
+        f"| every {a} trial above every {b} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for network, part in acc.groupby("network", sort=False):
+        wide = part.pivot_table(index="seed", columns="regime", values="value")
+        if a not in wide or b not in wide:
+            continue
+        d = (wide[a] - wide[b]).dropna()
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std() / math.sqrt(len(d)) if len(d) > 1 else 0
+        interval = f"[{d.mean() - half:.2f}, {d.mean() + half:.2f}]" if len(d) > 1 else "—"
+        x, y = wide[a].dropna(), wide[b].dropna()
+        apart = "yes" if x.min() > y.max() else "no"
+        lines.append(
+            f"| {network} | {len(d)} | {d.mean():.2f} | {interval} | {x.min():.2f}–{x.max():.2f} "
+            f"| {y.min():.2f}–{y.max():.2f} | {apart} |"
+        )
+    return "\n".join(lines) + "\n" if len(lines) > 4 else ""
+
+
 def write_tables(cells: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """tableN.csv and tableN.md for every table present in `cells`."""
+    """tableN.csv and tableN.md for every table present in `cells` (table2.md also gives the
+    SB − LB test-accuracy gap with its interval)."""
     out_dir = Path(out_dir)
     summary = summarise(cells)
     written = []
@@ -148,7 +184,8 @@ def write_tables(cells: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         csv, md = out_dir / f"table{table}.csv", out_dir / f"table{table}.md"
         with atomic_path(csv) as tmp:
             summary[summary.table == table].to_csv(tmp, index=False)
+        gap = "\n" + gap_markdown(cells) if table == 2 else ""
         with atomic_path(md) as tmp:
-            tmp.write_text(markdown(summary, table))
+            tmp.write_text(markdown(summary, table) + gap)
         written += [csv, md]
     return written
