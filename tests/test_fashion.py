@@ -125,7 +125,7 @@ def test_damaged_or_missing_files_are_one_line(tmp_path, damage):
     words = {
         "truncate": (str(victim), "damaged", "MD5"),
         "flip": (str(victim), "damaged", "MD5"),
-        "missing": ("not found", "train-labels-idx1-ubyte", "dataset-fashion-mnist"),
+        "missing": ("not found", "train-labels-idx1-ubyte", "--folder /usr/share/datasets/"),
         "bad_gzip": (str(victim), "unreadable"),
         "folder_is_file": (str(victim), "is a file, not a folder"),
     }[damage]
@@ -143,7 +143,7 @@ def test_missing_offline_says_where_to_put_them(tmp_path, monkeypatch):
     out = tmp_path / "out.h5"
     root = tmp_path / "nowhere"
     proc = cli("prepare", "fashion-mnist", "--root", root, "--out", out, check=False)
-    assert_one_line_error(proc, "FashionMNIST/raw", "apt-get install dataset-fashion-mnist")
+    assert_one_line_error(proc, "FashionMNIST/raw", "Debian's copies with --folder")
     assert not out.exists()
 
 

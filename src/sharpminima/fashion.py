@@ -108,11 +108,11 @@ def _files(root: Path, folder: Path | None, download: bool) -> dict[str, Path]:
         found = {name: _found(where, name) for name in FILES}
     missing = [name for name, path in found.items() if path is None]
     if missing:
-        hint = f" (or --folder {DEBIAN})" if _found(DEBIAN, missing[0]) else ""
+        get = "" if _found(DEBIAN, missing[0]) else "apt-get install dataset-fashion-mnist and "
         raise UserError(
             f"Fashion-MNIST not found in {where}: put {', '.join(missing)} there, uncompressed "
-            f"or .gz (Debian: apt-get install dataset-fashion-mnist, then --folder "
-            f"{DEBIAN}){hint}"
+            f"or .gz, or {get}read Debian's copies with --folder {DEBIAN} (config: the "
+            f"dataset's folder key)"
         )
     return found
 
