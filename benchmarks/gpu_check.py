@@ -49,7 +49,7 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _peak_reset(device: torch.device) -> None:
+def peak_reset(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -78,14 +78,14 @@ def train_and_phi(
     rows = []
     for regime, batch in REGIMES.items():
         out = tmp / f"{network}_{regime}.h5"
-        _peak_reset(device)
+        peak_reset(device)
         cfg = TrainConfig(network, batch_size=batch, stop="fixed", max_epochs=epochs)
         train(cfg, data, out, device=str(device), log=_quiet)
         run = Run(out)
         timed = run.history["seconds"].iloc[2 if epochs > 1 else 1 :]  # row 0 is x₀
         rate = run.attrs["n_train"] * len(timed) / timed.sum()
         rows.append((regime, run.attrs["batch_size"], rate, _peak_mib(device), out))
-    _peak_reset(device)
+    peak_reset(device)
     started = time.perf_counter()
     phi = run_sharpness(rows[-1][-1], SharpnessConfig(iters=iters), device=str(device), log=_quiet)
     seconds = time.perf_counter() - started

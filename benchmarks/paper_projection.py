@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from gpu_check import peak_reset
 
 from sharpminima.curvature import EigenConfig, curvature
 from sharpminima.data import make_synthetic, prepare_mnist
@@ -78,12 +79,6 @@ class Timing:
     speedup: dict[str, float] = field(default_factory=lambda: {"SB": 1.0, "LB": 1.0})
 
 
-def _peak_reset(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def _peak(device: torch.device) -> float:
     """Peak device memory in MiB since the last reset (NaN on CPU: not tracked there)."""
     if device.type != "cuda":
@@ -116,7 +111,7 @@ def time_network(network: str, data: Path, source: str, args, device: torch.devi
     t = Timing(network, source, 0)
     for regime in REGIMES:
         out = tmp / f"{network}_{regime}.h5"
-        _peak_reset(device)
+        peak_reset(device)
         train(_config(network, regime, args.epochs, val), data, out, device=str(device),
               log=_quiet)  # fmt: skip
         history = Run(out).history
@@ -126,7 +121,7 @@ def time_network(network: str, data: Path, source: str, args, device: torch.devi
         t.n_train = int(Run(out).attrs["n_train"])
     t.point = t.first_eval["LB"]
     lb = tmp / f"{network}_LB.h5"
-    _peak_reset(device)
+    peak_reset(device)
     for space in ("full", "random"):
         cfg = SharpnessConfig(iters=args.iters, space=space)
         started = time.perf_counter()
