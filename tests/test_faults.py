@@ -152,6 +152,26 @@ def test_an_output_that_is_a_folder_is_refused_before_the_work(trials, mnist_lik
     assert "training" not in proc.stderr and list(folder.iterdir()) == []
 
 
+@pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
+@pytest.mark.parametrize("stage", ["train", "sharpness"])
+def test_an_output_over_its_own_input_is_refused(trials, mnist_like, tmp_path, stage, link):
+    """`train --out` its `--data`, or `sharpness --out` its run, by the same path, a symlink or
+    a hard link: one line, and the input untouched."""
+    source = mnist_like if stage == "train" else trials["SB"][0]
+    given = tmp_path / source.name
+    shutil.copy(source, given)
+    before = given.read_bytes()
+    out = {"same": given, "symlink": tmp_path / "link.h5", "hardlink": tmp_path / "hard.h5"}[link]
+    if link == "symlink":
+        out.symlink_to(given)
+    elif link == "hardlink":
+        os.link(given, out)
+    args = ["train", *TRAIN, "--data", given] if stage == "train" else ["sharpness", given]
+    proc = cli(*args, "--out", out, check=False)
+    assert_one_line_error(proc, "is the same file as the input", "choose another --out")
+    assert proc.returncode == 2 and given.read_bytes() == before
+
+
 # --- read-only and full disks ------------------------------------------------------------
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_read_only_output_folder_is_refused_before_the_work(trials, mnist_like, tmp_path, stage):

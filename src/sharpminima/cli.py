@@ -652,6 +652,22 @@ def _os_error(e: OSError, out: str | None) -> str:
     return f"{what}{where}: {fix}"
 
 
+def _refuse_out_over_input(args: argparse.Namespace) -> None:
+    """`--out` naming one of the command's own input files (the same path, a symlink or a hard
+    link to it) is refused before any work: writing the result would replace its source."""
+    out = getattr(args, "out", None)
+    if not out or not os.path.isfile(out):
+        return
+    for key, value in vars(args).items():
+        for given in value if isinstance(value, list) else [value]:
+            if key != "out" and isinstance(given, (str, os.PathLike)) and os.path.isfile(given):
+                if os.path.samefile(given, out):
+                    raise UserError(
+                        f"--out {out} is the same file as the input {key} ({given}): writing it "
+                        "would replace what the result is computed from; choose another --out"
+                    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser(argv[0] if argv else None).parse_args(argv)
@@ -660,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         from .atomic import check_writable
 
         if getattr(args, "out", None):
+            _refuse_out_over_input(args)
             check_writable(args.out)
         if getattr(args, "out_dir", None):
             check_writable(args.out_dir, folder=True)
