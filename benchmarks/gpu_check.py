@@ -24,6 +24,7 @@ restored too.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import subprocess
 import sys
@@ -45,7 +46,7 @@ REGIMES = {"SB": 256, "LB": 0.1}
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     pass
 
 
@@ -55,10 +56,15 @@ def peak_reset(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _peak_mib(device: torch.device) -> str:
+def peak_mib(device: torch.device) -> float:
+    """Peak device memory in MiB since the last reset (NaN on CPU: not tracked there)."""
     if device.type != "cuda":
-        return "—"
-    return f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f}"
+        return float("nan")
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def _mib(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:,.0f}"
 
 
 def dataset(network: str, n_train: int, n_test: int, mnist_root: str | None, tmp: Path) -> Path:
@@ -80,20 +86,20 @@ def train_and_phi(
         out = tmp / f"{network}_{regime}.h5"
         peak_reset(device)
         cfg = TrainConfig(network, batch_size=batch, stop="fixed", max_epochs=epochs)
-        train(cfg, data, out, device=str(device), log=_quiet)
+        train(cfg, data, out, device=str(device), log=quiet)
         run = Run(out)
         timed = run.history["seconds"].iloc[2 if epochs > 1 else 1 :]  # row 0 is x₀
         rate = run.attrs["n_train"] * len(timed) / timed.sum()
-        rows.append((regime, run.attrs["batch_size"], rate, _peak_mib(device), out))
+        rows.append((regime, run.attrs["batch_size"], rate, _mib(peak_mib(device)), out))
     peak_reset(device)
     started = time.perf_counter()
-    phi = run_sharpness(rows[-1][-1], SharpnessConfig(iters=iters), device=str(device), log=_quiet)
+    phi = run_sharpness(rows[-1][-1], SharpnessConfig(iters=iters), device=str(device), log=quiet)
     seconds = time.perf_counter() - started
-    phi_peak = _peak_mib(device)
+    phi_peak = _mib(peak_mib(device))
     started = time.perf_counter()
     cfg = EigenConfig(k=1, tol=1e-3, max_steps=steps)
-    eig = measure_iterate(rows[-1][-1], "final", lambda m, d: curvature(m, d, cfg, log=_quiet),
-                          cfg, device=str(device), log=_quiet)  # fmt: skip
+    eig = measure_iterate(rows[-1][-1], "final", lambda m, d: curvature(m, d, cfg, log=quiet),
+                          cfg, device=str(device), log=quiet)  # fmt: skip
     return rows, phi, seconds, phi_peak, eig, time.perf_counter() - started
 
 
@@ -127,7 +133,7 @@ def child(network: str, data: str, epochs: int, out: str, device: str) -> None:
     cfg = TrainConfig(
         network, batch_size=REGIMES["SB"], stop="fixed", max_epochs=epochs, augment=network == "C1"
     )
-    train(cfg, data, out, device=device, log=_quiet)
+    train(cfg, data, out, device=device, log=quiet)
 
 
 def main() -> None:

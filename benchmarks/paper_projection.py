@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from gpu_check import peak_reset
+from gpu_check import peak_mib, peak_reset, quiet
 
 from sharpminima.curvature import EigenConfig, curvature
 from sharpminima.data import make_synthetic, prepare_mnist
@@ -59,10 +59,6 @@ VAL_SIZE = 5000  # the protocol's validation split (training.schema.yaml)
 GOAL_HOURS = 2.0
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 @dataclass
 class Timing:
     """One network's seconds (and peak device memory, MiB) per unit of the preset's work."""
@@ -77,13 +73,6 @@ class Timing:
     lambda_max: float = 0.0
     point: float = 0.0  # s per landscape point (one evaluation of train and test)
     speedup: dict[str, float] = field(default_factory=lambda: {"SB": 1.0, "LB": 1.0})
-
-
-def _peak(device: torch.device) -> float:
-    """Peak device memory in MiB since the last reset (NaN on CPU: not tracked there)."""
-    if device.type != "cuda":
-        return float("nan")
-    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def dataset(network: str, scale: float, mnist_root: str | None, tmp: Path) -> tuple[Path, str]:
@@ -113,11 +102,11 @@ def time_network(network: str, data: Path, source: str, args, device: torch.devi
         out = tmp / f"{network}_{regime}.h5"
         peak_reset(device)
         train(_config(network, regime, args.epochs, val), data, out, device=str(device),
-              log=_quiet)  # fmt: skip
+              log=quiet)  # fmt: skip
         history = Run(out).history
         t.epoch[regime] = float(history.seconds.iloc[-1] + history.eval_seconds.iloc[-1])
         t.first_eval[regime] = float(history.eval_seconds.iloc[0])
-        t.peak[regime] = _peak(device)
+        t.peak[regime] = peak_mib(device)
         t.n_train = int(Run(out).attrs["n_train"])
     t.point = t.first_eval["LB"]
     lb = tmp / f"{network}_LB.h5"
@@ -125,13 +114,13 @@ def time_network(network: str, data: Path, source: str, args, device: torch.devi
     for space in ("full", "random"):
         cfg = SharpnessConfig(iters=args.iters, space=space)
         started = time.perf_counter()
-        run_sharpness(lb, cfg, device=str(device), cache_mb=args.cache_mb, log=_quiet)
+        run_sharpness(lb, cfg, device=str(device), cache_mb=args.cache_mb, log=quiet)
         t.phi[space] = time.perf_counter() - started
-    t.peak["phi"] = _peak(device)
+    t.peak["phi"] = peak_mib(device)
     cfg = EigenConfig(k=1, tol=1e-3, max_steps=args.lanczos_steps)
     started = time.perf_counter()
-    measure_iterate(lb, "final", lambda m, d: curvature(m, d, cfg, log=_quiet), cfg,
-                    device=str(device), log=_quiet)  # fmt: skip
+    measure_iterate(lb, "final", lambda m, d: curvature(m, d, cfg, log=quiet), cfg,
+                    device=str(device), log=quiet)  # fmt: skip
     t.lambda_max = time.perf_counter() - started
     return t, val
 
@@ -144,7 +133,7 @@ def _child_argv(network: str, data: Path, regime: str, val: int, device: str, ou
 def time_child(network: str, data: str, regime: str, val: str, device: str, out: str, threads):
     """One epoch of one regime, in a process of its own (what one Snakemake job is)."""
     torch.set_num_threads(int(threads))
-    train(_config(network, regime, 1, int(val)), data, out, device=device, log=_quiet)
+    train(_config(network, regime, 1, int(val)), data, out, device=device, log=quiet)
 
 
 def speedup(network: str, data: Path, regime: str, val: int, count: int, device, tmp: Path):

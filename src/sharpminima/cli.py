@@ -658,9 +658,10 @@ def _refuse_out_over_input(args: argparse.Namespace) -> None:
     out = getattr(args, "out", None)
     if not out or not os.path.isfile(out):
         return
-    for key, value in vars(args).items():
+    inputs = {k: v for k, v in vars(args).items() if k != "out"}
+    for key, value in inputs.items():
         for given in value if isinstance(value, list) else [value]:
-            if key != "out" and isinstance(given, (str, os.PathLike)) and os.path.isfile(given):
+            if isinstance(given, (str, os.PathLike)) and os.path.isfile(given):
                 if os.path.samefile(given, out):
                     raise UserError(
                         f"--out {out} is the same file as the input {key} ({given}): writing it "
