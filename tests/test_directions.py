@@ -48,5 +48,5 @@ def test_random_directions_rise_on_phis_scale(trials, tmp_path):
     assert table.fraction_of_phi[0] == pytest.approx(rise / phi["phi"], rel=1e-4)
     with pytest.raises(UserError, match="is not the full-space φ"):
         random_directions(trials["SB"][0], phi_file, count=1)
-    with pytest.raises(UserError, match="run the sharpness first"):
+    with pytest.raises(UserError, match="does not exist: compute it with `sharpminima sharpness`"):
         random_directions(trials["SB"][0], tmp_path / "none.json", count=1)

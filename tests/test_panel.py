@@ -118,7 +118,10 @@ def test_panel_table_holds_every_measure_of_every_run(measured):
     for column in ("phi", "eigenvalues", "linf", "gap_acc", "gap_loss", "test_loss"):
         assert table[column].notna().all(), column
     assert (table.gap_acc == table.train_acc - table.test_acc).all()
-    assert panel_table(runs + runs[:1], results).shape == table.shape  # a run counts once
+    with pytest.raises(UserError, match="are the same run"):  # it would count as two trials
+        panel_table(runs + runs[:1], results)
+    with pytest.raises(UserError, match="are the same result"):
+        panel_table(runs, results + results[:1])
     with pytest.raises(UserError, match="no eigenvalues for LB seed 1"):
         panel_table(runs, [r for r in results if r.name != "eig3.json"])
 
@@ -154,6 +157,10 @@ def test_cli_writes_the_panel_and_the_figures_draw_it(measured, tmp_path):
     assert not (tmp_path / "x" / "panel.csv").exists()
 
 
+def _no_nan_tokens(token: str) -> None:
+    raise AssertionError(f"{token} is not JSON")
+
+
 def test_a_diverged_run_stays_in_the_panel_with_no_measure(measured, mnist_like, tmp_path):
     """A run whose loss went to NaN: each measure job writes 'undefined' (with why) at once,
     instead of failing or measuring NaN; the panel keeps the run, and τ leaves it out."""
@@ -166,8 +173,9 @@ def test_a_diverged_run_stays_in_the_panel_with_no_measure(measured, mnist_like,
                           ("curvature", "density"), ("adaptive", "linf")):  # fmt: skip
         out = tmp_path / f"{what or 'phi'}.json"
         cli(command, *([what] if what else []), run, "--out", out)
-        result = json.loads(out.read_text())
+        result = json.loads(out.read_text(), parse_constant=_no_nan_tokens)  # strict JSON
         assert "non-finite weights" in result["undefined"] and "diverged" in result["undefined"]
+        assert all(v == "nan" for v in result.get("non_finite", {}).values())
         assert "evaluations" not in result and result["run"] == str(run)
         mine.append(out)
     out = tmp_path / "panel"

@@ -10,7 +10,6 @@ import argparse
 import ctypes
 import dataclasses
 import errno
-import json
 import os
 import sys
 import typing
@@ -56,6 +55,8 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", 0) < 0:
+        raise UserError(f"--threads is {args.threads}: give 0 (PyTorch's default) or more")
     if getattr(args, "threads", 0):
         import torch
 
@@ -173,10 +174,10 @@ def cmd_sharpness(args: argparse.Namespace) -> None:
 
 
 def _write_json(result: dict, out: str) -> None:
-    from .atomic import atomic_path
+    from .atomic import atomic_path, json_text
 
     with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.write_text(json_text(result))
     _log(f"wrote {out}")
 
 
@@ -638,13 +639,17 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def _os_error(e: OSError, out: str | None) -> str:
+RESUMES = {"train", "trajectory", "landscape", "surface", "matched"}  # keep finished work
+
+
+def _os_error(e: OSError, out: str | None, command: str) -> str:
     """One line for a failed read or write: what, where, and what to do."""
     what = os.strerror(e.errno) if e.errno else str(e)  # h5py's strerror is a page long
     where = e.filename or out
     where = f" ({where})" if where else ""
     if e.errno == errno.ENOSPC:
-        fix = "free space there and run the same command again: finished work is resumed"
+        fix = "free space there and run the same command again"
+        fix += ": finished work is resumed" if command in RESUMES else ""
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "make it writable or choose another output"
     else:
@@ -684,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except (UserError, OSError) as e:  # OSError: a full disk, a read-only mount, …
         out = getattr(args, "out", None) or getattr(args, "out_dir", None)
-        message = str(e) if isinstance(e, UserError) else _os_error(e, out)
+        message = str(e) if isinstance(e, UserError) else _os_error(e, out, args.command)
         message = " ".join(message.split())  # one line, whatever a library put in the text
         print(f"sharpminima {args.command}: error: {message}", file=sys.stderr)
         return 2

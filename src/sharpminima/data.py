@@ -10,7 +10,9 @@ import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterable
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +20,11 @@ import h5py
 import numpy as np
 import torch
 
-from .atomic import atomic_path, open_h5
-from .errors import UserError
+from .atomic import DAMAGED, atomic_path, open_h5, read_array
+from .errors import UserError, require_seed
 
 FORMAT = "sharpminima-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the digest covers dtypes, shapes and every attribute
 SPLITS = ("x_train", "y_train", "x_test", "y_test")
 # The four IDX files as torchvision unpacks the official archives, by MD5 (the checksums that
 # torchvision itself checks are of the .gz archives, gone once unpacked).
@@ -46,10 +48,17 @@ class Dataset:
     y_test: torch.Tensor
     num_classes: int
     content_sha256: str
+    path: Path | None = None  # the file it was loaded from
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    def matches(self, recorded: str) -> bool:
+        """Whether this is the dataset whose digest a run recorded (by format 1 or 2)."""
+        return recorded == self.content_sha256 or (
+            self.path is not None and recorded == legacy_sha256(self.path)
+        )
 
 
 def write_dataset(
@@ -91,7 +100,6 @@ def stream_dataset(
     digest = hashlib.sha256()
     with atomic_path(out) as tmp, open_h5(tmp, "w") as f:
         counts = {s: _write_split(f, s, splits[s], digest, name) for s in ("train", "test")}
-        digest.update(_meaning(num_classes, scale, transform))
         f.attrs.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
@@ -105,8 +113,10 @@ def stream_dataset(
             source_checksums=json.dumps(source_checksums or {}),
             details=json.dumps(details() if details else {}),
             transform=transform,
-            content_sha256=digest.hexdigest(),
         )
+        digest.update(_header({k: f[k] for k in SPLITS}, f.attrs))
+        f.attrs["content_sha256"] = digest.hexdigest()
+        f.attrs["attrs_sha256"] = _attrs_sha256(f.attrs)
 
 
 def _write_split(
@@ -158,75 +168,137 @@ def _write_split(
 
 def _fail(path: Path, problem: str) -> UserError:
     return UserError(
-        f"dataset file {path} {problem}: delete it and re-create it with `sharpminima prepare`"
+        f"dataset file {path} {problem}: re-create it with `sharpminima prepare` "
+        "(the same --out replaces it)"
     )
 
 
 def load_dataset(path: str | Path) -> Dataset:
     """Read and validate a dataset file; any defect is one UserError naming the file."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"dataset file {path} does not exist: create it with `sharpminima prepare`")
     try:
         with open_h5(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
                 raise _fail(path, f"is not a {FORMAT} file")
+            version = f.attrs.get("format_version")
+            if version != FORMAT_VERSION:
+                raise _fail(path, f"has format version {version}, not {FORMAT_VERSION} "
+                            "(written by an older sharpminima, or damaged)")  # fmt: skip
+            for key in ("content_sha256", "attrs_sha256"):
+                if key not in f.attrs:
+                    raise _fail(path, f"has no {key} (written by another program, or damaged)")
+            if _attrs_sha256(f.attrs) != _plain(f.attrs["attrs_sha256"]):
+                raise _fail(path, "has attributes that do not match attrs_sha256 (corrupted)")
             missing = [k for k in SPLITS if k not in f]
             if missing:
                 raise _fail(path, f"lacks {', '.join(missing)}")
-            arrays = {k: f[k][()] for k in SPLITS}
+            arrays = {k: read_array(f, k) for k in SPLITS}
+            header = _header(arrays, f.attrs)
             attrs = dict(f.attrs)
     except UserError:
         raise
-    except (OSError, KeyError, ValueError) as e:
+    except DAMAGED as e:
         raise _fail(path, f"is unreadable (truncated or corrupted? {e})") from None
-    classes = int(attrs["num_classes"])
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if len(x) != len(y) or len(x) == 0:
-            raise _fail(path, f"has {len(x)} {split} inputs but {len(y)} labels")
-        if y.min() < 0 or y.max() >= classes:
-            raise _fail(path, f"has {split} labels outside [0, {classes})")
-    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise _fail(path, "has train and test inputs of different shapes")
-    meaning = _meaning(classes, attrs.get("scale", 1.0), attrs.get("transform", "none"))
-    if content_digest(arrays, meaning) != attrs.get("content_sha256"):  # ~2 s a GB
+    if content_digest(arrays, header) != _plain(attrs["content_sha256"]):  # ~2 s a GB
         raise _fail(path, "does not match its recorded content_sha256 (corrupted)")
-    scale = float(attrs.get("scale", 1.0))
+    classes = _check_arrays(path, arrays, attrs)
+    scale = float(attrs["scale"])
 
     def inputs(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(torch.float32).mul_(scale)
 
     return Dataset(
-        name=str(attrs["name"]),
+        name=str(_plain(attrs["name"])),
         x_train=inputs(arrays["x_train"]),
         y_train=torch.from_numpy(arrays["y_train"]).long(),
         x_test=inputs(arrays["x_test"]),
         y_test=torch.from_numpy(arrays["y_test"]).long(),
         num_classes=classes,
-        content_sha256=str(attrs["content_sha256"]),
+        content_sha256=str(_plain(attrs["content_sha256"])),
+        path=path,
     )
 
 
-def _meaning(num_classes: int, scale: float, transform: str = "none") -> bytes:
-    """The attributes that change what the arrays mean, as hashed after them (the transform only
-    where there is one, so files written before it existed keep their digest)."""
-    meaning = {"num_classes": int(num_classes), "scale": float(scale)}
-    if transform != "none":
-        meaning["transform"] = str(transform)
-    return json.dumps(meaning).encode()
+def _check_arrays(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> int:
+    """What a consistent digest cannot vouch for (a file crafted, not damaged): integer labels
+    in range, finite inputs of one shape, a finite positive scale. Returns the class count."""
+    classes, scale = _plain(attrs.get("num_classes")), _plain(attrs.get("scale"))
+    if not isinstance(classes, int) or classes < 1:
+        raise _fail(path, f"has num_classes {classes!r}, not a positive integer")
+    if not isinstance(scale, float) or not np.isfinite(scale) or scale <= 0:
+        raise _fail(path, f"has scale {scale!r}, not a finite positive number")
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y) or len(x) == 0 or y.ndim != 1:
+            raise _fail(path, f"has {len(x)} {split} inputs but {len(y)} labels")
+        if y.dtype.kind not in "iu":
+            raise _fail(path, f"has {split} labels of type {y.dtype}, not integers")
+        if y.min() < 0 or y.max() >= classes:
+            raise _fail(path, f"has {split} labels outside [0, {classes})")
+        if x.dtype.kind not in "uif" or (x.dtype.kind == "f" and not np.isfinite(x).all()):
+            raise _fail(path, f"has {split} inputs that are not finite numbers ({x.dtype})")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise _fail(path, "has train and test inputs of different shapes")
+    return classes
 
 
-def content_digest(arrays: dict[str, np.ndarray], meaning: bytes) -> str:
-    """The SHA-256 that `stream_dataset` records: each split's x then y as stored, then the
-    class count and input scale (a flipped byte there would change every input silently)."""
+def _plain(value: object) -> object:
+    """An HDF5 attribute as a plain Python value (what the digest and the checks see)."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+MEANING = ("format", "format_version", "num_classes", "scale", "transform", "input_shape",
+           "n_train", "n_test")  # fmt: skip
+
+
+def _header(arrays: Mapping[str, object], attrs: Mapping[str, object]) -> bytes:
+    """What the bytes mean, hashed after them: each array's dtype (with byte order) and shape,
+    and the attributes that say how to read them (not the provenance: the same images from
+    another copy of the source are the same dataset)."""
+    header = {
+        "arrays": {k: [arrays[k].dtype.str, list(arrays[k].shape)] for k in SPLITS},
+        "attrs": {k: _plain(attrs.get(k)) for k in MEANING},
+    }
+    return json.dumps(header, sort_keys=True, default=str).encode()
+
+
+def _attrs_sha256(attrs: Mapping[str, object]) -> str:
+    """SHA-256 of every attribute but itself (the provenance too: name, source, checksums)."""
+    plain = {k: _plain(v) for k, v in attrs.items() if k != "attrs_sha256"}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def content_digest(arrays: dict[str, np.ndarray], header: bytes) -> str:
+    """The SHA-256 that `stream_dataset` records: each split's x then y as stored, then what
+    they mean (`_header`: a flipped byte there would change every input silently)."""
     digest = hashlib.sha256()
     for split in ("train", "test"):
         for key in (f"x_{split}", f"y_{split}"):
             digest.update(key.encode())
             digest.update(np.ascontiguousarray(arrays[key]))  # no copy: the buffer itself
-    digest.update(meaning)
+    digest.update(header)
     return digest.hexdigest()
+
+
+def legacy_sha256(path: str | Path) -> str:
+    """The content_sha256 that format 1 recorded for the same arrays (arrays, class count,
+    scale, transform), so that runs trained on a format-1 file still match it once re-created;
+    only called on a file `load_dataset` has verified."""
+    with open_h5(path, "r") as f:
+        arrays = {k: read_array(f, k) for k in SPLITS}
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+    meaning = {"num_classes": attrs["num_classes"], "scale": attrs["scale"]}
+    if attrs.get("transform", "none") != "none":
+        meaning["transform"] = attrs["transform"]
+    return content_digest(arrays, json.dumps(meaning).encode())
 
 
 def _sha256_file(path: Path) -> str:
@@ -359,6 +431,17 @@ def make_synthetic(
     """
     if min(n_train, n_test, num_classes, *input_shape) < 1:
         raise UserError("synthetic dataset sizes, shape and classes must all be positive")
+    if not math.isfinite(noise) or noise < 0:
+        raise UserError(f"--noise is {noise}: give a finite spread, 0 or more")
+    require_seed(seed)
+    need = 12 * (n_train + n_test) * math.prod(input_shape)  # float32 inputs, a draw, a copy
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise UserError(
+            f"a synthetic dataset of {n_train + n_test:,} examples of shape {input_shape} needs "
+            f"about {need / 2**30:,.0f} GiB, more than this machine's {have / 2**30:.0f} GiB: "
+            "give fewer examples"
+        )
     rng = np.random.default_rng(seed)
     dim = int(np.prod(input_shape))
     means = (4 / np.sqrt(dim)) * rng.standard_normal((num_classes, dim)).astype(np.float32)

@@ -6,7 +6,6 @@ solver or the box changes and never when the trainer does.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .atomic import read_json
 from .errors import UserError
 from .runtime import pick_device
 from .sharpness import Loss, SharpnessConfig, box, scaled
@@ -36,10 +36,7 @@ def random_directions(
     scale, with ρ = ‖ε(|x| + 1)‖ the norm of the box's corners, and each rise's fraction of the
     run's own full-space φ (`phi_file`, which fixes ε and the BatchNorm mode).
     """
-    try:
-        phi = json.loads(Path(phi_file).read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{phi_file} is unreadable ({e}): run the sharpness first") from None
+    phi = read_json(phi_file, ("network", "regime", "run_seed", "space"), "sharpness")
     run = Run(run_path)
     mine = (run.attrs["network"], run.label, run.attrs["seed"], "full")
     if tuple(phi.get(k) for k in ("network", "regime", "run_seed", "space")) != mine:

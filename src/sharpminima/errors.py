@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from collections.abc import Hashable, Iterable
 
 
 class UserError(Exception):
@@ -12,11 +13,33 @@ class UserError(Exception):
     """
 
 
+SEED_MAX = 2**32 - 1  # what every generator takes (numpy's legacy one, torch, random)
+
+
 def require_finite(settings: object) -> None:
     """Refuse nan and ±inf in any number of a settings dataclass: they pass every `<` and `>`
-    check and then turn a run or a φ into nan (or 0) without a word."""
+    check and then turn a run or a φ into nan (or 0) without a word; and seeds outside what
+    every generator takes."""
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
+        option = "--" + field.name.replace("_", "-")
         if isinstance(value, float) and not math.isfinite(value):
-            option = field.name.replace("_", "-")
-            raise UserError(f"--{option} is {value}: give a finite number")
+            raise UserError(f"{option} is {value}: give a finite number")
+        if field.name.endswith("seed") and isinstance(value, int):
+            require_seed(value, option)
+
+
+def require_seed(value: int, option: str = "--seed") -> None:
+    if not 0 <= value <= SEED_MAX:
+        raise UserError(f"{option} is {value}: give a seed from 0 to {SEED_MAX}")
+
+
+def refuse_duplicates(items: Iterable[tuple[Hashable, object]], what: str) -> None:
+    """Refuse two inputs with one identity (`items`: (identity, path) pairs): the same run or
+    result given twice, by its path again or a copy, would count as two trials."""
+    seen: dict = {}
+    for key, path in items:
+        if key in seen:
+            name = " ".join(map(str, key)) if isinstance(key, tuple) else str(key)[:12]
+            raise UserError(f"{seen[key]} and {path} are the same {what} ({name}): pass each once")
+        seen[key] = path

@@ -5,7 +5,6 @@ performance model. Each returns a DataFrame that the workflow writes as CSV and 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,12 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import UserError
-from .store import Run
+from .atomic import read_json
+from .errors import UserError, refuse_duplicates
+from .store import Run, open_runs
 
 
 def _runs(paths: Iterable[str | Path]) -> list[Run]:
-    runs = [Run(p) for p in paths]
+    runs = open_runs(paths)
     networks = {r.attrs["network"] for r in runs}
     if len(networks) != 1:
         raise UserError(f"runs of {len(networks)} networks ({networks}): pass one network's runs")
@@ -134,13 +134,12 @@ def iterations(sb_paths: Iterable[str | Path], lb_paths: Iterable[str | Path]) -
 
 def _phis(paths: Iterable[str | Path]) -> dict[tuple[str, int], dict]:
     """Full-space φ JSONs keyed by (regime, trial)."""
-    phis = {}
+    phis, keys = {}, []
     for path in paths:
-        try:
-            phi = json.loads(Path(path).read_text())
-            phis[(phi["regime"], phi["run_seed"])] = phi
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"{path} is not a φ JSON of `sharpminima sharpness` ({e})") from None
+        phi = read_json(path, ("regime", "run_seed", "phi", "eps"), "sharpness")
+        phis[(phi["regime"], phi["run_seed"])] = phi
+        keys.append(((phi["regime"], "trial", phi["run_seed"]), path))
+    refuse_duplicates(keys, "φ")
     return phis
 
 

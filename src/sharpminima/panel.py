@@ -15,7 +15,6 @@ Gaps: train − test accuracy (points), and test − train loss.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,11 +22,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .atomic import atomic_path
+from .atomic import atomic_path, read_json
 from .curvature import density
-from .errors import UserError
+from .errors import UserError, refuse_duplicates
 from .experiments import markdown, remedy
-from .store import Run
+from .store import open_runs
 
 GAPS = {"gap_acc": "train − test accuracy (points)", "gap_loss": "test − train loss"}
 # Each measure's file gives one number: the key it is read from.
@@ -35,11 +34,8 @@ VALUE = {"eigenvalues": "lambda_max", "trace": "trace", "linf": "sharpness",
          "l2": "sharpness", "average": "sharpness"}  # fmt: skip
 
 
-def _read(path: str | Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} is unreadable ({e}): compute it again") from None
+def _read(path: str | Path, made_by: str) -> dict:
+    return read_json(path, ("regime", "run_seed"), made_by)
 
 
 def _read_csv(path: str | Path) -> pd.DataFrame:
@@ -60,8 +56,9 @@ def _key(result: dict) -> tuple[str, int]:
 def runs_table(runs: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run: what identifies it and its final accuracies, losses and gaps."""
     rows = []
-    for path in dict.fromkeys(map(str, runs)):  # a run listed twice counts once
-        run = Run(path)
+    runs = open_runs(runs)
+    refuse_duplicates((((r.label, "trial", r.attrs["seed"]), r.path) for r in runs), "trial")
+    for run in runs:
         last = run.history.iloc[-1]
         rows.append(
             {
@@ -90,8 +87,9 @@ def panel_table(runs: Iterable[str | Path], results: Iterable[str | Path]) -> pd
     of `sharpminima curvature` / `adaptive` (one column per measure, in VALUE)."""
     table = runs_table(runs)
     values: dict[str, dict[tuple[str, int], float]] = {}
+    keys = []
     for path in results:
-        r = _read(path)
+        r = _read(path, "sharpness, curvature or adaptive")
         name = "phi" if "phi" in r and "measure" not in r else r.get("measure")
         if name not in VALUE and name != "phi":
             raise UserError(f"{path} is not a result of sharpness, curvature or adaptive")
@@ -99,6 +97,8 @@ def panel_table(runs: Iterable[str | Path], results: Iterable[str | Path]) -> pd
             raise UserError(f"{path} is a random-subspace φ: the panel takes the full space")
         value = np.nan if "undefined" in r else float(r["phi" if name == "phi" else VALUE[name]])
         values.setdefault(name, {})[_key(r)] = value
+        keys.append(((name, r["regime"], "trial", r["run_seed"]), path))
+    refuse_duplicates(keys, "result")
     for name, by_run in values.items():
         keys = list(zip(table.regime, table.seed, strict=True))
         missing = [f"{r} seed {s}" for r, s in keys if (r, s) not in by_run]
@@ -252,9 +252,12 @@ def methods_table(table: pd.DataFrame, sb: str) -> pd.DataFrame:
 def density_table(paths: Iterable[str | Path], points: int = 400) -> pd.DataFrame:
     """Each run's smoothed spectral density (of `sharpminima curvature density`) on one λ grid
     over all of them; the Gaussian kernel's σ is 1% of the grid's span."""
-    results = [_read(p) for p in paths]
+    paths = list(paths)
+    results = [_read(p, "curvature density") for p in paths]
     if any(r.get("measure") != "density" for r in results):
         raise UserError("--density takes results of `sharpminima curvature density` only")
+    keys = [(r["regime"], "trial", r["run_seed"]) for r in results]
+    refuse_duplicates(zip(keys, paths, strict=True), "density")
     results = [r for r in results if "undefined" not in r]  # diverged runs have no spectrum
     if not results:
         return pd.DataFrame(columns=["network", "regime", "seed", "eigenvalue", "density"])

@@ -7,14 +7,13 @@ minimizers (the workflow's `sensitivity_report` target).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
+from .atomic import atomic_path, read_json
 from .figures import DEFAULT_STYLE, Style, plt, save
 
 VARIANT = ["bn", "start"]
@@ -38,7 +37,8 @@ def collect(json_files: Iterable[str | Path]) -> pd.DataFrame:
         "nfev",
         "message",
     )
-    rows = [{k: json.loads(Path(p).read_text())[k] for k in keys} for p in json_files]
+    results = (read_json(p, keys, "sharpness") for p in json_files)
+    rows = [{k: r[k] for k in keys} for r in results]
     df = pd.DataFrame(rows).rename(columns={"run_seed": "seed"})
     order = {"bn": ["batch", "running"], "start": list(SHORT)}
     rank = {c: df[c].map({v: i for i, v in enumerate(order[c])}) for c in VARIANT}

@@ -70,6 +70,11 @@ class SharpnessConfig:
             raise UserError(f"unknown start {self.start!r}: use one of {', '.join(STARTS)}")
         if self.eps <= 0 or self.iters < 1 or self.dim < 1 or self.chunk < 2:
             raise UserError("eps must be positive, iters and dim at least 1, chunk at least 2")
+        if self.eps > 1:
+            raise UserError(
+                f"--eps is {self.eps}: give at most 1 (ε is relative to |x| + 1: a box wider "
+                "than the weights measures overflow, not sharpness; the paper uses 1e-3, 5e-4)"
+            )
         if self.max_iters and self.max_iters < self.iters:
             raise UserError(f"max-iters ({self.max_iters}) is below iters: 0, or at least iters")
 

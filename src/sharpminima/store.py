@@ -18,23 +18,26 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .atomic import atomic_path, open_h5
+from .atomic import DAMAGED, atomic_path, open_h5, read_array
 from .data import Dataset, load_dataset
-from .errors import UserError
+from .errors import UserError, refuse_duplicates
 from .models import build
 from .runtime import device_name, pick_device, versions
 
 FORMAT = "sharpminima-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the digests cover each array's dtype and shape; all are required
 StateDict = Mapping[str, torch.Tensor]
 
 
-def _digest(arrays: Iterable[tuple[str, np.ndarray]]) -> str:
+def _digest(arrays: Iterable[tuple[str, np.ndarray]], version: int = FORMAT_VERSION) -> str:
     """SHA-256 over named arrays, by name: what a group's `sha256` attribute holds, so that a
-    flipped byte in a stored weight or history value is found, not used."""
+    flipped byte in a stored weight or history value, or in the type or shape that says how to
+    read it, is found, not used (format 1 hashed the bytes alone)."""
     digest = hashlib.sha256()
     for name, array in sorted(arrays, key=lambda item: item[0]):
         digest.update(name.encode())
+        if version >= 2:
+            digest.update(f"{array.dtype.str}{list(array.shape)}".encode())
         digest.update(np.ascontiguousarray(array))
     return digest.hexdigest()
 
@@ -80,7 +83,9 @@ def write_run(
             hist.create_dataset(column, data=values)
         hist.attrs["sha256"] = _digest(columns)
         if val_index is not None:
-            f.create_dataset("split/val_index", data=np.asarray(val_index, dtype=np.int64))
+            split = [("val_index", np.asarray(val_index, dtype=np.int64))]
+            f.create_dataset("split/val_index", data=split[0][1])
+            f["split"].attrs["sha256"] = _digest(split)
         f.attrs["attrs_sha256"] = _attrs_digest(f.attrs)
 
 
@@ -93,26 +98,40 @@ class Run:
             with open_h5(self.path, "r") as f:
                 if f.attrs.get("format") != FORMAT:
                     raise UserError(f"{self.path} is not a {FORMAT} file: pass a training run")
+                self.version = _decode(f.attrs.get("format_version"))
+                if self.version not in (1, FORMAT_VERSION):
+                    raise self._unreadable(f"format version {self.version}")
                 self._check(f.attrs, _attrs_digest(f.attrs), "attrs_sha256", "its settings")
                 self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
                 self.epochs = sorted(int(k) for k in f["iterates"])
                 hist = f["history"]
-                columns = [(k, hist[k][()]) for k in json.loads(hist.attrs["columns"])]
-                self._check(hist.attrs, _digest(columns), "sha256", "its history")
+                columns = [(k, read_array(hist, k)) for k in json.loads(hist.attrs["columns"])]
+                self._check(hist.attrs, _digest(columns, self.version), "sha256", "its history")
                 self.history = pd.DataFrame(dict(columns))
-                self.val_index = f["split/val_index"][()] if "split/val_index" in f else None
-        except (OSError, KeyError, ValueError) as e:  # ValueError: damaged JSON
+                self.val_index = None
+                if "split" in f:
+                    self.val_index = read_array(f, "split/val_index")
+                    if self.version >= 2:  # format 1 did not cover it
+                        split = [("val_index", self.val_index)]
+                        self._check(f["split"].attrs, _digest(split), "sha256", "its split")
+        except DAMAGED as e:
             raise self._unreadable(e) from None
 
     def _unreadable(self, problem: object) -> UserError:
         return UserError(
             f"run file {self.path} is unreadable (truncated or corrupted? {problem}): "
-            "delete it and train again"
+            "train it again (the same --out replaces it)"
         )
 
     def _check(self, attrs: h5py.AttributeManager, digest: str, key: str, what: str) -> None:
-        """Compare with the recorded checksum (absent in runs written before it existed)."""
-        if key in attrs and _decode(attrs[key]) != digest:
+        """Compare with the recorded checksum. A missing one is refused: a file without it was
+        written by another program, by a sharpminima from before checksums, or damaged."""
+        if key not in attrs:
+            raise self._unreadable(
+                f"{what} carry no checksum: written by another program or an older "
+                "sharpminima, or damaged"
+            )
+        if _decode(attrs[key]) != digest:
             raise self._unreadable(f"{what} do not match their recorded checksum")
 
     def _group(self, which: str | int) -> str:
@@ -130,9 +149,10 @@ class Run:
         try:
             with open_h5(self.path, "r") as f:
                 group = f[self._group(which)]
-                arrays = [(k, np.asarray(group[k][()])) for k in group]
-                self._check(group.attrs, _digest(arrays), "sha256", f"iterate {which}'s weights")
-        except (OSError, KeyError) as e:
+                arrays = [(k, np.asarray(read_array(group, k))) for k in group]
+                digest = _digest(arrays, self.version)
+                self._check(group.attrs, digest, "sha256", f"iterate {which}'s weights")
+        except DAMAGED as e:
             raise self._unreadable(e) from None
         return {k: torch.from_numpy(a) for k, a in arrays}
 
@@ -147,7 +167,7 @@ class Run:
         recorded at training time."""
         path = Path(path or str(self.attrs["dataset_file"]))
         data = load_dataset(path)
-        if data.content_sha256 != self.attrs["dataset_sha256"]:
+        if not data.matches(self.attrs["dataset_sha256"]):
             raise UserError(
                 f"{path} is not the dataset {self.path} was trained on (content hash differs): "
                 "pass the right file with --data"
@@ -185,6 +205,14 @@ class Run:
             "threads": torch.get_num_threads(),
             "versions": versions(),
         }
+
+
+def open_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """The runs at `paths`; the same run twice (its path again, a link, a copy: one
+    `attrs_sha256`) is refused, as it would count as two trials."""
+    runs = [Run(p) for p in paths]
+    refuse_duplicates(((r.attrs["attrs_sha256"], r.path) for r in runs), "run")
+    return runs
 
 
 def _decode(value: object) -> object:

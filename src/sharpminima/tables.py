@@ -5,7 +5,6 @@ The paper's numbers live in `paper_values.csv` (package data), one row per cell.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from importlib import resources
@@ -14,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from .atomic import atomic_path
+from .atomic import atomic_path, read_json
+from .errors import UserError, refuse_duplicates
 from .models import NETWORKS
-from .store import Run
+from .store import open_runs
 
 TITLES = {
     2: "Table 2: accuracy (%)",
@@ -39,8 +39,10 @@ def _eps(value: object) -> str:
 def run_cells(run_files: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run and accuracy: the final train and test accuracy (Table 2)."""
     rows = []
-    for path in run_files:
-        run = Run(path)
+    runs = open_runs(run_files)
+    trials = [((r.attrs["network"], r.label, "trial", r.attrs["seed"]), r.path) for r in runs]
+    refuse_duplicates(trials, "trial")
+    for run in runs:
         last = run.history.iloc[-1]
         for metric in ("train_acc", "test_acc"):
             rows.append(
@@ -59,11 +61,16 @@ def run_cells(run_files: Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+PHI_KEYS = ("network", "regime", "space", "eps", "run_seed", "phi", "dataset")
+
+
 def sharpness_cells(json_files: Iterable[str | Path]) -> pd.DataFrame:
     """One row per sharpness result (Tables 3 and 4), with the solver's statistics."""
-    rows = []
+    rows, keys = [], []
     for path in json_files:
-        r = json.loads(Path(path).read_text())
+        r = read_json(path, PHI_KEYS, "sharpness")
+        keys.append(((r["network"], r["regime"], r["space"], f"eps {r['eps']}",
+                      r.get("bn"), r.get("start"), "trial", r["run_seed"]), path))  # fmt: skip
         rows.append(
             {
                 "table": 3 if r["space"] == "full" else 4,
@@ -78,6 +85,7 @@ def sharpness_cells(json_files: Iterable[str | Path]) -> pd.DataFrame:
                 "dataset": r["dataset"],
             }
         )
+    refuse_duplicates(keys, "φ")
     return pd.DataFrame(rows)
 
 
@@ -177,6 +185,8 @@ def gap_markdown(cells: pd.DataFrame) -> str:
 def write_tables(cells: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """tableN.csv and tableN.md for every table present in `cells` (table2.md also gives the
     SB − LB test-accuracy gap with its interval)."""
+    if cells.empty:
+        raise UserError("no runs and no sharpness results: give --runs and/or --sharpness")
     out_dir = Path(out_dir)
     summary = summarise(cells)
     written = []

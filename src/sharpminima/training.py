@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 import shutil
 import socket
 import time
@@ -169,6 +168,10 @@ class WarmStart:
     run: str
     epoch: int
 
+    def __post_init__(self) -> None:
+        if self.epoch < 0:
+            raise UserError(f"--warm-epoch is {self.epoch}: give 0 (the source's x0) or more")
+
     def state(self, network: str, data: Dataset) -> dict[str, torch.Tensor]:
         """The iterate, read in place from the run's HDF5, checked to fit this run."""
         source = Run(self.run)
@@ -177,7 +180,7 @@ class WarmStart:
                 f"{self.run} is a run of {source.attrs['network']}, not {network}: "
                 "warm-start from a run of the same network"
             )
-        if source.attrs["dataset_sha256"] != data.content_sha256:
+        if not data.matches(source.attrs["dataset_sha256"]):
             raise UserError(f"{self.run} was trained on other data: warm-start from a run on it")
         return source.state(self.epoch if self.epoch > 0 else "init")
 
@@ -503,6 +506,3 @@ def _finish(
     history = pd.DataFrame(t.history)
     write_run(out, attrs, load(0), iterates, _cpu_state(t.model), history, val_index)
     shutil.rmtree(work)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a kill during an earlier write
-        if not stale.name.endswith(f"-{os.getpid()}"):
-            stale.unlink(missing_ok=True)

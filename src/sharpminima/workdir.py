@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .atomic import atomic_path
+from .atomic import atomic_path, json_text, restore_non_finite
 
 
 def folder(out: str | Path) -> Path:
@@ -44,7 +44,7 @@ def cached(path: Path, key: str, log: Callable[[str], None]) -> dict | None:
     """A finished point (a dict whose `key` is a float), or None: missing, or damaged (then
     removed and computed again)."""
     point = read_json(path)
-    if isinstance(point, dict) and isinstance(point.get(key), float):
+    if isinstance(point, dict) and isinstance(restore_non_finite(point).get(key), float):
         return point
     if path.exists():
         log(f"{path} is damaged; computing that point again")
@@ -54,7 +54,7 @@ def cached(path: Path, key: str, log: Callable[[str], None]) -> dict | None:
 
 def keep(path: Path, point: dict) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(point))
+        tmp.write_text(json_text(point))
 
 
 def finish(out: str | Path) -> None:

@@ -42,8 +42,14 @@ def check_config(data, schema, where="", fill=True):
         key = (
             ".".join([where, *map(str, first.absolute_path)]).strip(".") or "top level"
         )
+        message = first.message
+        if first.validator == "pattern" and "description" in first.schema:  # says more
+            message = (
+                f"{first.instance!r} is not a name: use {first.schema['description']} (no "
+                "'/', whitespace, newline or shell character: it becomes a path)"
+            )
         sys.exit(
-            f"config: {key}: {first.message} (keys and allowed values: "
+            f"config: {key}: {message} (keys and allowed values: "
             f"{path.relative_to(workflow.basedir)})"
         )
     if fill:
