@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -22,10 +23,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from sharpminima.atomic import json_text, restore_non_finite
 from sharpminima.data import _attrs_sha256, load_dataset, make_synthetic
 from sharpminima.errors import UserError
 from sharpminima.landscape import read_landscape
+from sharpminima.sharpness import SharpnessConfig
 from sharpminima.store import Run
 from sharpminima.store import _attrs_digest as _run_attrs_digest
 from sharpminima.training import TrainConfig, train
@@ -94,7 +99,7 @@ def remount(path: Path, options: str) -> None:
         (["train", *TRAIN, "--data", "DATA", "--warm-run", "RUN", "--warm-epoch", "-1"],
          "--warm-epoch is -1: give 0"),
         (["prepare", "synthetic", "--n-train", str(10**12)], "needs about"),
-        (["prepare", "synthetic", "--noise", "nan"], "--noise is nan: give a finite spread"),
+        (["prepare", "synthetic", "--noise", "nan"], "--noise is nan: give a spread from 0 to 1e6"),
         (["prepare", "synthetic", "--seed", "-5"], "--seed is -5: give a seed"),
     ],
 )  # fmt: skip
@@ -108,6 +113,43 @@ def test_numbers_at_their_extremes_are_refused_before_work(trials, mnist_like, t
     assert_one_line_error(proc, words)
     assert "training" not in proc.stderr and "measuring" not in proc.stderr
     nothing_at(out)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    seed=st.one_of(st.integers(-(2**70), 2**70), st.integers(0, 2**32 + 2)),
+    noise=st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_any_seed_and_noise_are_taken_or_refused_in_one_line(tmp_path, seed, noise):
+    """`prepare synthetic` over every integer seed and every float noise: a dataset that
+    loads, exactly when the seed is a generator's and the noise in [0, 1e6] (a spread of 1.5e38
+    overflowed float32 into a file that loading refused); else one line, nothing written."""
+    out = tmp_path / f"s{abs(hash((seed, noise)))}.h5"
+    args = ["prepare", "synthetic", "--n-train", "8", "--n-test", "4", "--input-shape", "3"]
+    proc = cli(*args, "--seed", seed, "--noise", repr(noise), "--out", out, check=False)
+    if 0 <= seed < 2**32 and 0 <= noise <= 1e6:
+        assert proc.returncode == 0, proc.stderr
+        assert torch.isfinite(load_dataset(out).x_train).all()
+    else:
+        assert_one_line_error(proc, "--seed" if 0 <= noise <= 1e6 else "--noise")
+        nothing_at(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(eps=st.floats(allow_nan=True, allow_infinity=True), seed=st.integers(-(2**70), 2**70))
+def test_any_eps_and_seed_are_checked_before_work(eps, seed):
+    """Every float ε and integer seed: SharpnessConfig and TrainConfig accept exactly ε in
+    (0, 1] and seeds in [0, 2³² − 1], and refuse the rest with one line."""
+    for make, ok in ((lambda: SharpnessConfig(eps=eps, seed=seed), 0 < eps <= 1),
+                     (lambda: TrainConfig("F1", seed=seed), True)):  # fmt: skip
+        try:
+            make().check()
+        except UserError as e:
+            assert "\n" not in str(e)
+            assert not (ok and 0 <= seed < 2**32), str(e)
+        else:
+            assert ok and 0 <= seed < 2**32
 
 
 @pytest.mark.parametrize("eps", ["nan", "inf", "-inf"])
@@ -293,6 +335,24 @@ def test_bad_inputs_of_the_readers_are_one_line(reader_files, tmp_path, case):
     proc = cli(*args, *out, check=False)
     assert_one_line_error(proc, words)
     assert not (tmp_path / "o").exists() and not (tmp_path / "m.csv").exists()
+
+
+def test_result_json_is_strict_and_reads_back(tmp_path):
+    """No NaN or Infinity token in a written result; null and `non_finite` read back as the
+    numbers they were; a hostile `non_finite` changes nothing."""
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} is not JSON")
+
+    text = json_text({"phi": math.nan, "f": math.inf, "xs": [1.0, -math.inf], "n": np.float32(2.5)})
+    strict = json.loads(text, parse_constant=refuse)
+    assert strict["phi"] is None and strict["non_finite"]["xs[1]"] == "-inf"
+    back = restore_non_finite(strict)
+    assert math.isnan(back["phi"]) and back["f"] == math.inf and back["n"] == 2.5
+    assert back["xs"] == [1.0, None] and "non_finite" not in back
+    for hostile in (5, {"n": "nan"}, {"phi": "1e999"}, ["phi"]):
+        assert restore_non_finite({"phi": None, "n": 1, "non_finite": hostile}) == {
+            "phi": None, "n": 1}  # fmt: skip
 
 
 # --- read-only and full disks ------------------------------------------------------------

@@ -133,8 +133,9 @@ def json_text(value: object) -> str:
 def restore_non_finite(value: dict) -> dict:
     """The top-level numbers `json_text` wrote as null, as the floats they were (the
     `non_finite` list itself dropped: `value` is then what was written)."""
-    for key, was in value.pop("non_finite", {}).items():
-        if key in value and value[key] is None:
+    found = value.pop("non_finite", None)
+    for key, was in found.items() if isinstance(found, dict) else ():
+        if key in value and value[key] is None and was in ("nan", "inf", "-inf"):
             value[key] = float(was)
     return value
 
