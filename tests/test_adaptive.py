@@ -39,6 +39,18 @@ def test_worst_case_linf_is_the_rise_at_the_box_corner():
     assert result["measure"] == "linf" and len(result["rises"]) == 21
 
 
+@pytest.mark.parametrize("cfg", [WorstConfig(rho=0.1, steps=4), WorstL2Config(rho=0.1, steps=4)])
+def test_the_ascent_log_counts_its_steps(cfg):
+    """One line per step, numbered 1..steps (it once printed the ascent direction, a tensor,
+    where the step number belongs)."""
+    model, data, _, _ = diagonal_quadratic()
+    lines = []
+    adaptive(model, data, cfg, loss=half_squares, log=lines.append)
+    steps = [line for line in lines if line.startswith("ascent step")]
+    assert [line.split()[2] for line in steps] == ["1/4:", "2/4:", "3/4:", "4/4:"], lines
+    assert not any("tensor" in line for line in lines)
+
+
 def test_worst_case_l2_is_the_largest_relative_curvature():
     model, data, h, w = diagonal_quadratic()
     result = adaptive(model, data, WorstL2Config(rho=0.1, steps=60), loss=half_squares)

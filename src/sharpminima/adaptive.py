@@ -100,8 +100,8 @@ def worst_case(f: Objective, cfg: WorstConfig, log: Log = None) -> dict[str, obj
             break
         ascent = scale * g
         eta = cfg.rho / 2 ** (1 + 3 * step // cfg.steps)
-        step = ascent.sign() if cfg.norm == "linf" else ascent / ascent.norm().clamp_min(1e-30)
-        u = _project(u + eta * step, cfg.norm, cfg.rho)
+        direction = ascent.sign() if cfg.norm == "linf" else ascent / ascent.norm().clamp_min(1e-30)
+        u = _project(u + eta * direction, cfg.norm, cfg.rho)
         if log is not None:
             log(f"ascent step {step + 1}/{cfg.steps}: rise {path[-1]:.6g} (best {best:.6g})")
     return {"sharpness": best, "f_w": f_w, "best_step": best_step, "rises": path}
