@@ -3,7 +3,8 @@
 - top-k eigenvalues by Lanczos with full reorthogonalisation, stopped by the Ritz residuals:
   power iteration (PyHessian's `eigenvalues()`) converges at rate λ₂/λ₁, slowly when the top of
   the spectrum is clustered, which is the flat large-batch case;
-- the trace by Hutchinson's estimator, with its standard error;
+- the trace by Hutchinson's estimator, with a standard error whose ±2 and ±3 intervals hold
+  (checked against exact Hessians, docs/panel.md);
 - the spectral density by stochastic Lanczos quadrature (nodes and weights; `density` smooths).
 
 The Lanczos vectors are kept in the model's dtype on its device (F1: 1.2M parameters × 4 bytes
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import stats
 from torch import nn
 
 from .errors import UserError
@@ -72,8 +74,8 @@ class TraceConfig(HessianEvaluation):
     """tr(H) by Hutchinson's estimator with Rademacher vectors."""
 
     rel_se: float = setting(0.05, "stop when the standard error is at most this × |trace|")
-    min_samples: int = setting(10, "samples at least (the standard error needs a few)")
-    max_samples: int = setting(100, "samples at most (each one Hessian-vector product)")
+    min_samples: int = setting(50, "samples at least (fewer make the standard error too narrow)")
+    max_samples: int = setting(200, "samples at most (each one Hessian-vector product)")
 
     def check(self) -> None:
         super().check()
@@ -144,20 +146,34 @@ def ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 def top_eigenvalues(
     matvec: MatVec, like: torch.Tensor, cfg: EigenConfig, log: Log = None
 ) -> dict[str, object]:
-    """The k largest eigenvalues of the symmetric operator `matvec` (vectors shaped `like`)."""
+    """The k largest eigenvalues of the symmetric operator `matvec` (vectors shaped `like`), and
+    its smallest: Lanczos finds both ends of the spectrum from one start.
+
+    `lambda_max` is the largest *algebraic* eigenvalue; `lambda_max_abs` the one largest in
+    magnitude (PyHessian's power iteration finds that one), which differs from it only where
+    |λ_min| > λ_max, near a saddle or a maximum. λ_min converges to `tol` × the spectral radius
+    (near a minimum it is close to 0, where a relative tolerance never holds)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     started = time.perf_counter()
     k = min(cfg.k, like.numel())
+
+    def done(theta: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        """Whether each of the k largest, and then the smallest, has converged."""
+        radius = max(abs(theta[0]), abs(theta[-1]))
+        top = residual[-k:] <= cfg.tol * np.abs(theta[-k:])
+        return np.append(top[::-1], residual[0] <= cfg.tol * radius)
 
     def converged(alpha: np.ndarray, beta: np.ndarray) -> bool:
         if len(alpha) < k:
             return False
         theta, residual, _ = ritz(alpha, beta)
-        ok = residual[-k:] <= cfg.tol * np.abs(theta[-k:])
+        ok = done(theta, residual)
         if log is not None:
             log(
-                f"Lanczos step {len(alpha)}/{cfg.max_steps}: top {theta[-1]:.6g}, "
-                f"{int(ok.sum())}/{k} converged ({time.perf_counter() - started:.0f}s)"
+                f"Lanczos step {len(alpha)}/{cfg.max_steps}: top {theta[-1]:.6g}, bottom "
+                f"{theta[0]:.6g}, {int(ok[:-1].sum())}/{k} of the top and "
+                f"{'the' if ok[-1] else 'not the'} bottom converged "
+                f"({time.perf_counter() - started:.0f}s)"
             )
         return bool(ok.all())
 
@@ -165,19 +181,43 @@ def top_eigenvalues(
     alpha, beta = lanczos(matvec, v0, cfg.max_steps, converged)
     theta, residual, _ = ritz(alpha, beta)
     order = np.argsort(theta)[::-1][:k]
+    largest = theta[0] if abs(theta[0]) > abs(theta[-1]) else theta[-1]
     return {
         "eigenvalues": theta[order].tolist(),
         "residuals": residual[order].tolist(),
-        "converged": bool(np.all(residual[order] <= cfg.tol * np.abs(theta[order]))),
+        "converged": bool(done(theta, residual).all()),
         "steps": len(alpha),
         "lambda_max": float(theta[order[0]]),
+        "lambda_min": float(theta[0]),
+        "lambda_min_residual": float(residual[0]),
+        "lambda_max_abs": float(largest),
     }
+
+
+def standard_error(samples: list[float] | np.ndarray) -> float:
+    """s/√m of the mean, widened so that ±2 and ±3 of it cover as a normal's would: by
+    t(0.975, m − 1)/1.96 for the estimated s, and by 1 + |γ|·19/(18√m) for the samples'
+    skewness γ (the Edgeworth term by which the studentized mean's quantile at z = 3 moves,
+    γ(2z² + 1)/(6√m), as a fraction of 3; Hall 1992)."""
+    x = np.asarray(samples, dtype=float)
+    m = len(x)
+    s = float(np.std(x, ddof=1))
+    if s == 0:
+        return 0.0
+    skew = abs(float(np.mean((x - x.mean()) ** 3)) / float(np.var(x)) ** 1.5)
+    widen = stats.t.ppf(0.975, m - 1) / 1.96 * (1 + skew * 19 / (18 * math.sqrt(m)))
+    return s / math.sqrt(m) * float(widen)
 
 
 def hutchinson(
     matvec: MatVec, like: torch.Tensor, cfg: TraceConfig, log: Log = None
 ) -> dict[str, object]:
-    """tr of the operator as the mean of vᵀHv over Rademacher v, with its standard error."""
+    """tr of the operator as the mean of vᵀHv over Rademacher v, with its standard error.
+
+    vᵀHv is right-skewed when a few eigenvalues dominate H (a trained network's do), and the
+    sample standard deviation of a few such values is small exactly when the large ones were
+    missed: stopping on it made ±3 SE miss 1-3% of the time. Hence at least `min_samples` (50)
+    and the widened error of `standard_error` (docs/panel.md)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     samples: list[float] = []
     se = math.inf
@@ -185,7 +225,7 @@ def hutchinson(
         v = random_vector(like.numel(), gen, like, "rademacher")
         samples.append(float(v @ matvec(v)))
         if len(samples) >= cfg.min_samples:
-            se = float(np.std(samples, ddof=1) / math.sqrt(len(samples)))
+            se = standard_error(samples)
             if log is not None:
                 log(f"Hutchinson sample {len(samples)}: trace {np.mean(samples):.6g} ± {se:.3g}")
             if se <= cfg.rel_se * abs(np.mean(samples)):
