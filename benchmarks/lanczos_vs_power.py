@@ -44,7 +44,7 @@ def lanczos_estimates(f: Objective, steps: int, seed: int) -> tuple[list[float],
         top.append(float(ritz(alpha, beta)[0][-1]))
         return False
 
-    alpha, beta = lanczos(f.hvp, start(f, seed), steps, record)
+    alpha, beta, _ = lanczos(f.hvp, start(f, seed), steps, record)
     return top, float(ritz(alpha, beta)[1][-1])
 
 
