@@ -154,8 +154,8 @@ def measured(trials, tmp_path_factory):
         for name, result in (
             ("phi", run_sharpness(run, SharpnessConfig(iters=2, chunk=300), **quiet)),
             ("eig", on(run, curvature, EigenConfig(k=1, max_steps=3, tol=0.1, chunk=300))),
-            ("linf", on(run, adaptive, WorstConfig(steps=2, chunk=300))),
-            ("density", on(run, curvature, DensityConfig(steps=3, chunk=300))),
+            ("linf", on(run, adaptive, WorstConfig(steps=2, starts=2, power_steps=2, chunk=300))),
+            ("density", on(run, curvature, DensityConfig(steps=3, starts=2, deflate=2, chunk=300))),
         ):
             path = folder / f"{name}{i}.json"
             path.write_text(json.dumps(result))

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from .errors import UserError
@@ -33,6 +32,7 @@ from .objective import (
     Objective,
     cross_entropy_sum,
     measure,
+    standard_error,
 )
 from .settings import setting
 
@@ -138,10 +138,15 @@ def lanczos(
     return np.array(alpha), np.array(beta), basis[: len(alpha)]
 
 
+def tridiagonal_eigh(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors (columns) of Lanczos' tridiagonal T."""
+    return np.linalg.eigh(np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1))
+
+
 def ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ritz values θ (ascending), each one's residual |β_m s_m,i|, and the first components
     of T's eigenvectors (SLQ's weights are their squares)."""
-    theta, s = np.linalg.eigh(np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1))
+    theta, s = tridiagonal_eigh(alpha, beta)
     return theta, np.abs(beta[-1] * s[-1]), s[0]
 
 
@@ -196,21 +201,6 @@ def top_eigenvalues(
     }
 
 
-def standard_error(samples: list[float] | np.ndarray) -> float:
-    """s/√m of the mean, widened so that ±2 and ±3 of it cover as a normal's would: by
-    t(0.975, m − 1)/1.96 for the estimated s, and by 1 + |γ|·19/(18√m) for the samples'
-    skewness γ (the Edgeworth term by which the studentized mean's quantile at z = 3 moves,
-    γ(2z² + 1)/(6√m), as a fraction of 3; Hall 1992)."""
-    x = np.asarray(samples, dtype=float)
-    m = len(x)
-    s = float(np.std(x, ddof=1))
-    if s == 0:
-        return 0.0
-    skew = abs(float(np.mean((x - x.mean()) ** 3)) / float(np.var(x)) ** 1.5)
-    widen = stats.t.ppf(0.975, m - 1) / 1.96 * (1 + skew * 19 / (18 * math.sqrt(m)))
-    return s / math.sqrt(m) * float(widen)
-
-
 def hutchinson(
     matvec: MatVec, like: torch.Tensor, cfg: TraceConfig, log: Log = None
 ) -> dict[str, object]:
@@ -256,7 +246,7 @@ def top_pairs(
         return len(alpha) >= k and bool(np.all(residual[-k:] <= DEFLATE_TOL * abs(theta[-k:])))
 
     alpha, beta, basis = lanczos(matvec, v0, max(DEFLATE_STEPS, k), converged)
-    theta, s = np.linalg.eigh(np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1))
+    theta, s = tridiagonal_eigh(alpha, beta)
     top = np.argsort(theta)[::-1][:k]
     coefficients = torch.from_numpy(s[:, top].T.copy()).to(v0)  # k × steps
     vectors = torch.zeros(len(top), v0.numel(), dtype=v0.dtype, device=v0.device)
@@ -274,8 +264,8 @@ def quadrature(
     The `deflate` largest eigenvalues are found first (Lanczos) and taken exactly, weight 1/n
     each; SLQ covers the rest, H restricted to their complement, each start's weights (S_1j)²
     scaled to the complement's share (n − k)/n. A trained network's few large eigenvalues carry
-    most of tr(H²) and beyond, and plain SLQ weighs each by a random (qᵀv)²: with one start its
-    moments 2-4 were off by 50-90% on small networks (docs/panel.md)."""
+    most of tr(H²) and beyond, and plain SLQ weighs each by a random (qᵀv)²: from one start,
+    moment 2 was off by up to 150-290% on small networks (docs/panel.md)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     n = like.numel()
     k = min(cfg.deflate, n - 1)
