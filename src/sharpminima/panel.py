@@ -219,7 +219,11 @@ def permutation_p(
         perms = np.tile(np.arange(len(x)), (resamples, 1))
         for m in members:
             perms[:, m] = m[rng.permuted(np.tile(np.arange(len(m)), (resamples, 1)), axis=1)]
-    num = np.einsum("bij,ij->b", sx[perms[:, :, None], perms[:, None, :]], sy)
+    block = max(1, 4_000_000 // len(x) ** 2)  # shuffles at a time: 32 MB of pairs at most
+    num = np.concatenate([
+        np.einsum("bij,ij->b", sx[p[:, :, None], p[:, None, :]], sy)
+        for p in np.array_split(perms, range(block, len(perms), block))
+    ])  # fmt: skip
     taus = num / np.sqrt(np.abs(sx).sum() * np.abs(sy).sum())
     extreme = int((np.abs(taus) >= abs(tau) - 1e-12).sum())
     return extreme / len(perms) if exact else (1 + extreme) / (1 + resamples)
