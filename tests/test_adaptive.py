@@ -11,7 +11,7 @@ from sharpminima.adaptive import AverageConfig, WorstConfig, WorstL2Config, adap
 from sharpminima.errors import UserError
 from sharpminima.sharpness import SharpnessConfig, sharpness
 
-from .conftest import assert_one_line_error, cli
+from .conftest import assert_one_line_error, cli, small_network
 
 
 def half_squares(out, target):
@@ -60,23 +60,6 @@ def test_worst_case_l2_is_the_largest_relative_curvature():
     exact = 0.5 * 0.1**2 * np.max(h * w**2)  # all of u on the steepest relative axis
     assert result["sharpness"] == pytest.approx(exact, rel=1e-3)
     assert result["sharpness"] <= exact * (1 + 1e-9)  # never above the true maximum
-
-
-def small_network(bn: str, deep: bool) -> tuple[nn.Module, tuple]:
-    """A small network after 300 Adam steps on 64 random examples of 3 classes."""
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 6, dtype=torch.float64), torch.randint(0, 3, (64,))
-    if deep:
-        layers = [nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)]
-    else:
-        layers = [nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)]
-    model = nn.Sequential(*layers).double()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(300):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model, (x, y)
 
 
 @pytest.mark.parametrize("bn, deep", [("batch", False), ("running", False), ("batch", True)])

@@ -24,7 +24,7 @@ from sharpminima.errors import UserError
 from sharpminima.models import build
 from sharpminima.objective import Objective
 
-from .conftest import assert_one_line_error, cli
+from .conftest import assert_one_line_error, cli, small_network
 
 
 def symmetric(n: int, eigenvalues: np.ndarray, seed: int = 0) -> torch.Tensor:
@@ -87,37 +87,25 @@ def test_hutchinson_is_exact_on_a_diagonal_operator():
     assert result["samples"] == TraceConfig().min_samples
 
 
-def trained_hessian(layers: nn.Module, bn: str = "batch") -> tuple[torch.Tensor, torch.Tensor]:
-    """The exact Hessian (float64, column by column) of a small network after 300 Adam steps on
-    64 random examples of 3 classes, and its flat parameters: a trained network's spectrum, a
-    few large eigenvalues over a bulk near 0, which is what makes vᵀHv skewed."""
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 6, dtype=torch.float64), torch.randint(0, 3, (64,))
-    model = layers.double()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(300):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    f = Objective(model, (x, y), bn=bn, chunk=32)
+def exact_hessian(model: nn.Module, data: tuple, bn: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """H of f (float64, column by column) at the model's parameters, and those parameters."""
+    f = Objective(model, data, bn=bn, chunk=32)
     h = torch.stack([f.hvp(e) for e in torch.eye(f.theta0.numel(), dtype=torch.float64)])
     return (h + h.T) / 2, f.theta0
 
 
 def small_networks() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    def with_bn() -> nn.Module:
-        return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-
-    deep = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
-    return [trained_hessian(with_bn(), "batch"), trained_hessian(with_bn(), "running"),
-            trained_hessian(deep)]  # fmt: skip
+    """Exact Hessians of three small trained networks: BatchNorm on batch and on running
+    statistics, and a deeper ReLU net."""
+    cases = [("batch", False), ("running", False), ("batch", True)]
+    return [exact_hessian(*small_network(bn, deep), bn) for bn, deep in cases]
 
 
 def test_hutchinson_standard_error_covers_the_exact_trace():
     """Over 400 seeds on each of three exact small Hessians (BatchNorm on batch and on running
-    statistics, a deeper ReLU net; vᵀHv skewed 0.8-1.4), the default settings' trace is at most
+    statistics, a deeper ReLU net; vᵀHv skewed 0.7-2.2), the default settings' trace is at most
     3 SE from the exact one in ≥ 99% of seeds and 2 SE in ≥ 93% (a correct interval: 99.73% and
-    95.4%). The old rule (s/√m, from 10 samples on) missed 3 SE in 1.7% and 2 SE in 8.8%."""
+    95.4%). The old rule (s/√m, from 10 samples on) missed 3 SE in 1.3% and 2 SE in 7.5%."""
     outside = {2: 0, 3: 0}
     seeds = 400
     for h, like in small_networks():
@@ -162,7 +150,7 @@ def test_quadrature_moments_and_density_mass():
 def test_the_density_gives_its_moments_with_standard_errors_that_hold():
     """On the three exact small Hessians, 30 seeds each, the default density's moment 2 is
     within 10% of tr(H²)/n in every run, and moments 1-4 are at most 3 SE from the exact ones
-    in ≥ 98% (measured: 3 of 360 outside 3 SE, 10 outside 2 SE; moment 2 at most 1.4% off).
+    in ≥ 98% (measured: none of 360 outside 3 SE, 2 outside 2 SE; moment 2 at most 1.7% off).
     Plain SLQ from one start (the old default) missed moment 2 by 150-290% at its worst of
     these 30 seeds (docs/panel.md)."""
     outside, runs = 0, 0
