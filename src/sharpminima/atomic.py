@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import glob
+import hashlib
 import json
 import math
 import os
@@ -128,6 +129,12 @@ def json_text(value: object) -> str:
     if found and isinstance(out, dict):
         out["non_finite"] = found
     return json.dumps(out, indent=2, allow_nan=False) + "\n"
+
+
+def json_sha256(values: dict) -> str:
+    """SHA-256 of `values` as sorted JSON (str for what JSON cannot hold): the digest of a
+    dataset's or a run's attributes. Files already written carry it: it must not change."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def restore_non_finite(value: dict) -> dict:

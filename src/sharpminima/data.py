@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import torch
 
-from .atomic import DAMAGED, atomic_path, open_h5, read_array
+from .atomic import DAMAGED, atomic_path, json_sha256, open_h5, read_array
 from .errors import UserError, require_seed
 
 FORMAT = "sharpminima-dataset"
@@ -272,8 +272,7 @@ def _header(arrays: Mapping[str, object], attrs: Mapping[str, object]) -> bytes:
 
 def _attrs_sha256(attrs: Mapping[str, object]) -> str:
     """SHA-256 of every attribute but itself (the provenance too: name, source, checksums)."""
-    plain = {k: _plain(v) for k, v in attrs.items() if k != "attrs_sha256"}
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256({k: _plain(v) for k, v in attrs.items() if k != "attrs_sha256"})
 
 
 def content_digest(arrays: dict[str, np.ndarray], header: bytes) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .atomic import DAMAGED, atomic_path, open_h5, read_array
+from .atomic import DAMAGED, atomic_path, json_sha256, open_h5, read_array
 from .data import Dataset, load_dataset
 from .errors import UserError, refuse_duplicates
 from .models import build
@@ -44,9 +44,7 @@ def _digest(arrays: Iterable[tuple[str, np.ndarray]], version: int = FORMAT_VERS
 
 def _attrs_digest(attrs: h5py.AttributeManager) -> str:
     """SHA-256 of the run's attributes (its settings), decoded, as sorted JSON."""
-    decoded = {k: _decode(v) for k, v in attrs.items() if k != "attrs_sha256"}
-    text = json.dumps(decoded, sort_keys=True, default=str)  # str: whatever a file holds
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_sha256({k: _decode(v) for k, v in attrs.items() if k != "attrs_sha256"})
 
 
 def _write_state(group: h5py.Group, state: StateDict) -> None:
