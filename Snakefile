@@ -11,7 +11,12 @@ min_version("9.0")
 
 
 # ---- Configuration (validated against workflow/schemas/ in common.smk) -------------------
-configfile: "config.yaml"
+# config.yaml is the default study. A file given with --configfile replaces it instead of being
+# merged over it (Snakemake's own rule), so that a config of your own never inherits the default
+# study's name, networks or datasets; to build on it, give both: --configfile config.yaml mine.yaml
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 # ---- Stages -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -129,6 +130,43 @@ def snakemake(
     if check and proc.returncode != 0:
         raise AssertionError(proc.stdout + proc.stderr)
     return proc
+
+
+# What a checkout holds that a dry run reads: a copy of it is "the repository root".
+CHECKOUT = ("Snakefile", "config.yaml", "workflow", "src/sharpminima", "envs")
+
+
+@pytest.fixture(scope="session")
+def repo_root(tmp_path_factory) -> Path:
+    """A copy of the repository's workflow files, where `snakemake` runs as a user runs it: from
+    the root, beside config.yaml (a `--directory` elsewhere would hide config.yaml from it)."""
+    root = tmp_path_factory.mktemp("checkout")
+    for name in CHECKOUT:
+        if (REPO / name).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(REPO / name, root / name, ignore=ignore)
+        else:
+            shutil.copy2(REPO / name, root / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def dry_run(repo_root):
+    """`snakemake -n ARGS` from the repository root, each distinct line run once a session."""
+    done: dict[tuple[str, ...], subprocess.CompletedProcess] = {}
+
+    def run(*args: object) -> subprocess.CompletedProcess:
+        key = tuple(map(str, args))
+        if key not in done:
+            done[key] = subprocess.run(
+                [sys.executable, "-m", "snakemake", "-n", "--cores", "2", *key],
+                cwd=repo_root,
+                capture_output=True,
+                text=True,
+            )
+        return done[key]
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -731,14 +731,6 @@ def test_a_non_finite_config_number_stops_before_any_job(tmp_path, setting, word
     assert proc.returncode == 1 and len(lines) == 1 and words in lines[0], lines
 
 
-def test_a_config_without_a_study_name_stops(tmp_path):
-    mine = tmp_path / "mine.yaml"
-    mine.write_text("datasets: {m: {source: mnist}}\nnetworks: {F1: {dataset: m}}\n")
-    proc = snakemake(tmp_path, "-n", "--configfile", mine, check=False)
-    lines = (proc.stdout + proc.stderr).strip().splitlines()
-    assert proc.returncode == 1 and len(lines) == 1 and "config: study is missing" in lines[0]
-
-
 def test_fuzzed_config_files_never_end_in_a_traceback(tmp_path):
     """config.yaml cut at 11 points and damaged at 12: each plans a study or stops with a
     config error (ours in one line, or Snakemake's two for YAML it cannot parse)."""

@@ -83,3 +83,41 @@ def test_config_names_never_leave_the_tree_or_split_a_command(tmp_path, study, d
         assert "\n" not in command.strip(), command
         operators = {t for t in shlex.split(command) if re.fullmatch(r"[;&|<>()0-9]*[;&|<>]+.*", t)}
         assert operators <= OURS, (command, operators)
+
+
+# A study of one network on data config.yaml does not name, written as a user's own config.
+C1_ONLY = """datasets:
+  syn: {source: synthetic, n_train: 60, n_test: 20, input_shape: [3, 32, 32], classes: 10}
+networks:
+  C1: {dataset: syn}
+"""
+
+
+def planned_paths(out: str) -> list[str]:
+    """Every output and log file a dry run plans."""
+    lines = re.findall(r"^    (?:output|log): (.*)$", out, re.M)
+    return [path for line in lines for path in line.split(", ")]
+
+
+def test_a_config_of_your_own_without_a_study_stops_at_the_repository_root(repo_root, dry_run):
+    """Beside config.yaml, as a user runs it: Snakemake would merge the file over config.yaml,
+    and the study's name with it; the Snakefile reads config.yaml only when no file is given."""
+    (repo_root / "nostudy.yaml").write_text(C1_ONLY)
+    proc = dry_run("--configfile", "nostudy.yaml")
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "config: study is missing" in lines[0]
+
+
+def test_a_config_naming_another_network_plans_that_network_only(repo_root, dry_run):
+    (repo_root / "mine.yaml").write_text("study: mine\n" + C1_ONLY)
+    alone = dry_run("--configfile", "mine.yaml")
+    paths = planned_paths(alone.stdout)
+    assert alone.returncode == 0 and paths, alone.stderr
+    assert all(p.startswith(("results/mine/", "logs/mine/")) for p in paths), paths
+    assert {p.split("/")[3] for p in paths if "/runs/" in p} == {"C1"}
+    assert not any("mnist" in p for p in paths)  # config.yaml's dataset
+    # Given after config.yaml, it builds on the default study, in its own tree
+    both = dry_run("--configfile", "config.yaml", "mine.yaml")
+    paths = planned_paths(both.stdout)
+    assert all(p.startswith(("results/mine/", "logs/mine/")) for p in paths), paths
+    assert {p.split("/")[3] for p in paths if "/runs/" in p} == {"F1", "C1"}

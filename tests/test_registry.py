@@ -123,7 +123,7 @@ def test_every_stage_is_a_subcommand_and_every_figure_kind_is_drawn():
     assert set(STAGES) <= set(commands)
     for name, stage in STAGES.items():
         assert commands[name].description is None and stage.help
-    assert all(callable(getattr(figures, function)) for function in FIGURES.values())
+    assert all(callable(getattr(figures, f.function)) for f in FIGURES.values())
     kinds = {e.kind for e in EXPERIMENTS.values() if e.kind}
     assert kinds <= set(FIGURES)
 

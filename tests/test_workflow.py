@@ -11,6 +11,7 @@ from sharpminima.store import Run
 from sharpminima.surface import read_surface
 
 from .conftest import REPO, SMOKE, snakemake
+from .test_docs import RERUNS, claims
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -485,6 +486,8 @@ def test_an_edited_module_reruns_exactly_the_jobs_that_run_it(smoke_run, module)
     edited = {rule for rule, _, _, reason in jobs if f"/sharpminima/{module}" in (reason or "")}
     assert held == holders and edited and edited <= holders, (held, edited)
     assert job_counts(out) == {**plan, "total": sum(plan.values())}
+    quoted = [(file, n) for file, _, n, (edit,) in claims(RERUNS) if edit == module]
+    assert quoted and all(n == sum(plan.values()) for _, n in quoted), quoted  # docs' plans
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import errno
 import os
 import sys
 import typing
+from collections.abc import Callable
 from datetime import datetime
 
 from . import __version__
@@ -251,9 +252,7 @@ def cmd_landscape(args: argparse.Namespace) -> None:
 def cmd_figure(args: argparse.Namespace) -> None:
     from . import figures
 
-    if args.kind not in FIGURES:
-        raise UserError(f"unknown figure {args.kind!r}: use one of {', '.join(FIGURES)}")
-    draw = getattr(figures, FIGURES[args.kind])
+    draw = getattr(figures, FIGURES[args.kind].function)
     for path in draw(args.input, args.out, _settings(figures.Style, args)):
         _log(f"wrote {path}")
 
@@ -277,9 +276,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
     from . import experiments
     from .atomic import atomic_path
 
-    if args.what not in MEASURES:
-        raise UserError(f"unknown measurement {args.what!r}: use one of {', '.join(MEASURES)}")
-    needs = MEASURES[args.what]
+    needs = MEASURES[args.what].options
     missing = [f"--{name}" for name in needs if not getattr(args, name)]
     if missing:
         raise UserError(f"measure {args.what} needs {' and '.join(missing)}")
@@ -510,9 +507,10 @@ def _landscape_options(p: argparse.ArgumentParser) -> None:
 def _measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "what",
-        help="curves (Figure 2: accuracy per epoch), distances (from x0), iterations (App. C), "
-        "sweep (Figure 4: --runs, --phi), warmstart (Figure 5: --sb, --lb, --phi), "
-        "remedies (Table 6: --runs, --phi); each also writes OUT.md, the table in Markdown",
+        choices=MEASURES,
+        metavar="WHAT",
+        help=_listing(MEASURES, lambda m: f"{m.about}, with --{' --'.join(m.options)}")
+        + "; each also writes OUT.md, the table in Markdown",
     )
     p.add_argument("--sb", nargs="+", default=[], help="small-batch runs (warmstart: the source)")
     p.add_argument("--lb", nargs="+", default=[], help="large-batch runs (warmstart: warm runs)")
@@ -537,14 +535,14 @@ def _style_options(p: argparse.ArgumentParser) -> None:
     _add_settings(p, Style)
 
 
+def _listing(entries: dict, detail: Callable = lambda entry: entry.about) -> str:
+    """`name (detail); ...` of a registry table: a --help listing what the command accepts."""
+    return "; ".join(f"{name} ({detail(entry)})" for name, entry in entries.items())
+
+
 def _figure_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "kind",
-        help="parametric (Figs. 3, 7; landscape .h5); curves (Fig. 2), perfmodel (App. C) or "
-        "directions, trajectory (Fig. 6), sweep (Fig. 4), warmstart (Fig. 5), remedies "
-        "(App. E) (the CSVs of `measure`, `directions`, `trajectory`)",
-    )
-    p.add_argument("input", help="input file (landscape .h5, or the CSV of `measure`)")
+    p.add_argument("kind", choices=FIGURES, metavar="KIND", help=_listing(FIGURES))
+    p.add_argument("input", help="input file (a .h5 or CSV, as KIND says)")
     p.add_argument("--out", required=True, help="output path; .png and .pdf are written")
     _style_options(p)
 

@@ -78,30 +78,44 @@ SOURCES = {
     "synthetic": (),
 }
 
-# `sharpminima measure WHAT`: the options each measurement reads.
+
+# `sharpminima measure WHAT`: the options each measurement reads, and what it is (its --help).
+@dataclass(frozen=True)
+class Measurement:
+    options: tuple[str, ...]
+    about: str
+
+
 MEASURES = {
-    "curves": ("sb", "lb"),
-    "distances": ("sb", "lb"),
-    "iterations": ("sb", "lb"),
-    "sweep": ("runs", "phi"),
-    "warmstart": ("sb", "lb", "phi"),
-    "remedies": ("runs", "phi"),
+    "curves": Measurement(("sb", "lb"), "Figure 2: accuracy per epoch"),
+    "distances": Measurement(("sb", "lb"), "distances from x0"),
+    "iterations": Measurement(("sb", "lb"), "Appendix C's performance model"),
+    "sweep": Measurement(("runs", "phi"), "Figure 4: accuracy and φ by batch size"),
+    "warmstart": Measurement(("sb", "lb", "phi"), "Figure 5: warm starts from SB iterates"),
+    "remedies": Measurement(("runs", "phi"), "Table 6: Appendix E's remedies"),
 }
 
-# `sharpminima figure KIND`: the function of figures.py that draws it.
+
+# `sharpminima figure KIND`: the function of figures.py that draws it, and from what (--help).
+@dataclass(frozen=True)
+class Figure:
+    function: str
+    about: str
+
+
 FIGURES = {
-    "parametric": "parametric",
-    "curves": "accuracy_curves",
-    "perfmodel": "performance_model",
-    "directions": "direction_rises",
-    "trajectory": "trajectory_sharpness",
-    "sweep": "batch_sweep",
-    "warmstart": "warm_start",
-    "remedies": "remedy_bars",
-    "panel": "panel_scatter",
-    "density": "spectral_density",
-    "surface": "loss_surface",
-    "methods": "method_bars",
+    "parametric": Figure("parametric", "Figures 3 and 7, from a landscape .h5"),
+    "curves": Figure("accuracy_curves", "Figure 2, from measure curves"),
+    "perfmodel": Figure("performance_model", "Appendix C, from measure iterations"),
+    "directions": Figure("direction_rises", "rises along random directions, from directions"),
+    "trajectory": Figure("trajectory_sharpness", "Figure 6, from trajectory"),
+    "sweep": Figure("batch_sweep", "Figure 4, from measure sweep"),
+    "warmstart": Figure("warm_start", "Figure 5, from measure warmstart"),
+    "remedies": Figure("remedy_bars", "Appendix E, from measure remedies"),
+    "panel": Figure("panel_scatter", "each measure against the gap, from panel's panel.csv"),
+    "density": Figure("spectral_density", "spectral densities, from panel's density.csv"),
+    "surface": Figure("loss_surface", "a loss surface, from a surface .h5"),
+    "methods": Figure("method_bars", "the training methods, from panel's methods.csv"),
 }
 
 

@@ -182,7 +182,7 @@ def measure_options(wildcards, input):
     """Those files as options: --sb A B --lb C D --phi E F."""
     return " ".join(
         f"--{name} " + " ".join(map(shlex.quote, input[name]))
-        for name in MEASURES[wildcards.measure]
+        for name in MEASURES[wildcards.measure].options
     )
 
 

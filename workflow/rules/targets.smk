@@ -28,12 +28,17 @@ TABLES = [2] + [{"full": 3, "random": 4}[s] for s in config["sharpness"]["spaces
 def table_outputs():
     """Each table as CSV (in the report, one entry per table) and Markdown."""
     entry = report  # a line that starts with `report` is read as the report: directive
-    caption, category = "../report/tables.rst", "Tables 2-4"
-    csv = study_paths("results/{study}/tables/table{n}.csv", n=TABLES)
-    labels = [{"table": n} for n in TABLES]
     csv = [
-        entry(path, caption, category, "all networks", lab)
-        for path, lab in zip(csv, labels)
+        entry(
+            path,
+            caption="../report/tables.rst",
+            category="Tables 2-4",
+            subcategory="all networks",
+            labels={"table": n},
+        )
+        for n, path in zip(
+            TABLES, study_paths("results/{study}/tables/table{n}.csv", n=TABLES)
+        )
     ]
     return csv + study_paths("results/{study}/tables/table{n}.md", n=TABLES)
 
