@@ -342,13 +342,15 @@ def test_a_new_job_count_nobody_checks_fails_the_sweep(tmp_path):
 
 def configfile_examples(root: Path) -> set[tuple[str, ...]]:
     """Every list of config files that a `snakemake` line of README, the docs or a preset's
-    comment gives (`--configfile A B`, continued lines joined), where `root` has the files."""
+    comment gives (`--configfile A B`, continued lines joined), where all are the repository's
+    (config.yaml, presets) and `root` has them; a user's own (mine.yaml, FILE) are not."""
     found = set()
     for path in [*DOCS, *PRESETS]:
         text = re.sub(r"\\\n#?\s*", " ", path.read_text())
         for m in re.finditer(r"--configfile((?:\s+[\w./-]+\.yaml)+)", text):
             files = tuple(m.group(1).split())
-            if all((root / f).is_file() for f in files):
+            ours = all(f == "config.yaml" or f.startswith("workflow/") for f in files)
+            if ours and all((root / f).is_file() for f in files):
                 found.add(files)
     return found
 

@@ -109,15 +109,15 @@ def test_a_config_of_your_own_without_a_study_stops_at_the_repository_root(repo_
 
 
 def test_a_config_naming_another_network_plans_that_network_only(repo_root, dry_run):
-    (repo_root / "mine.yaml").write_text("study: mine\n" + C1_ONLY)
-    alone = dry_run("--configfile", "mine.yaml")
+    (repo_root / "c1-only.yaml").write_text("study: mine\n" + C1_ONLY)
+    alone = dry_run("--configfile", "c1-only.yaml")
     paths = planned_paths(alone.stdout)
     assert alone.returncode == 0 and paths, alone.stderr
     assert all(p.startswith(("results/mine/", "logs/mine/")) for p in paths), paths
     assert {p.split("/")[3] for p in paths if "/runs/" in p} == {"C1"}
     assert not any("mnist" in p for p in paths)  # config.yaml's dataset
     # Given after config.yaml, it builds on the default study, in its own tree
-    both = dry_run("--configfile", "config.yaml", "mine.yaml")
+    both = dry_run("--configfile", "config.yaml", "c1-only.yaml")
     paths = planned_paths(both.stdout)
     assert all(p.startswith(("results/mine/", "logs/mine/")) for p in paths), paths
     assert {p.split("/")[3] for p in paths if "/runs/" in p} == {"F1", "C1"}
