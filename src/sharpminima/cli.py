@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from . import __version__
+from .cpus import usable_cpus
 from .errors import UserError
 from .registry import FIGURES, MEASURES, STAGES
 
@@ -56,12 +57,14 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _threads(args: argparse.Namespace) -> None:
+    """PyTorch's threads: --threads, but never more than the CPUs this process may use (its
+    affinity mask, cgroup quota: a SLURM allocation), where more would only slow it down."""
     if getattr(args, "threads", 0) < 0:
         raise UserError(f"--threads is {args.threads}: give 0 (PyTorch's default) or more")
     if getattr(args, "threads", 0):
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(min(args.threads, usable_cpus()))
 
 
 def _write_csv(table, out: str) -> None:

@@ -28,6 +28,28 @@ from sharpminima.registry import (
     stage_code,
 )
 from sharpminima.regimes import derive
+from sharpminima.cpus import usable_cpus
+
+
+def cap_cores():
+    """Run at most as many threads at once as this machine (or the affinity mask and cgroup
+    this run is held to) has CPUs, whatever `--cores` says: `--cores 8` on 2 CPUs would run 4
+    two-thread jobs, and PyTorch on 8 busy threads over 2 CPUs runs 10-20 times slower. Lowering
+    Snakemake's core budget also lowers each job's threads to it. Local runs only: a cluster's
+    jobs run within their own allocation, where each job caps its threads (cli._threads).
+    """
+    cores, cpus = workflow.global_resources["_cores"].value, usable_cpus()
+    local = workflow.global_resources["_nodes"].value is None
+    if local and cores is not None and cores > cpus:
+        workflow.global_resources["_cores"] = workflow.resource_settings.cores = cpus
+        print(
+            f"--cores {cores}: this run may use {cpus} CPUs (its affinity mask and cgroup), "
+            f"so jobs share {cpus} cores (docs/workflow.md)",
+            file=sys.stderr,
+        )
+
+
+cap_cores()
 
 
 def check_config(data, schema, where="", fill=True):
