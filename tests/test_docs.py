@@ -258,6 +258,7 @@ SMOKE, PAPER = ("workflow/presets/smoke.yaml",), ("workflow/presets/paper.yaml",
 FASHION, FASHION_CPU = ("workflow/presets/fashion.yaml",), ("workflow/presets/fashion-cpu.yaml",)
 # A plan: what a preset plans from nothing, equal to a dry run from the repository root.
 PLANS = [
+    ("README.md", r"the (\d+) jobs one at a time", ("config.yaml",)),
     ("README.md", r"whole chain.*?\((\d+) jobs", SMOKE),
     ("README.md", r"paper\.yaml +# all six networks: (\d+) jobs", PAPER),
     ("README.md", r"fashion\.yaml +# F1, C1, C2 on Fashion-MNIST: (\d+) jobs", FASHION),
