@@ -401,9 +401,10 @@ def code_modules(inputs: list[str]) -> set[str]:
     return {Path(p).stem for p in inputs if "/src/sharpminima/" in p and p.endswith(".py")}
 
 
-# Modules every job loads that compute nothing: argument parsing and the stage list. The rules
-# pass every option explicitly, so these are not code inputs (docs/architecture.md).
-COMMAND_LINE = {"cli", "registry", "__main__"}
+# Modules every job loads that compute nothing: argument parsing, the stage list and the CPU
+# count that caps --threads. The rules pass every option explicitly, so these are not code inputs
+# (docs/architecture.md).
+COMMAND_LINE = {"cli", "registry", "cpus", "__main__"}
 MEASURING = ("sharpness", "landscape", "directions", "trajectory", "measure", "figure", "tables",
              "panel", "matched", "surface")  # fmt: skip
 

@@ -5,9 +5,10 @@ inputs from `code_files`, so the two cannot drift apart. This module imports onl
 library: Snakemake reads it while building the DAG, before any job (or torch) runs.
 
 A job's code inputs are the library modules its stage runs, found by following the package's
-imports statically from the stage's modules, plus the package data those modules name. cli.py
-and this module are never among them: they parse arguments and pick what runs, and the rules pass
-every option explicitly, so adding a stage or an option reruns nothing that exists.
+imports statically from the stage's modules, plus the package data those modules name. cli.py,
+cpus.py and this module are never among them: they parse arguments, cap --threads and pick what
+runs, and the rules pass every option explicitly, so adding a stage or an option reruns nothing
+that exists.
 """
 
 from __future__ import annotations
