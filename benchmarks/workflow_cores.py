@@ -15,26 +15,19 @@ counts; say which in what you report).
 from __future__ import annotations
 
 import argparse
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from sharpminima.cpus import usable_cpus
+from sharpminima.runtime import device_name
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    """The CPU's name, for the record (float results and times differ between models)."""
-    info = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-             if line.startswith("model name")] if info.exists() else []  # fmt: skip
-    return names[0] if names else platform.machine()
 
 
 def study(data_root: Path, epochs: int, trials: int, n_train: int) -> dict:
@@ -83,7 +76,7 @@ def main() -> None:
     cpus = usable_cpus()
     config = study(args.data_root, args.epochs, args.trials, args.n_train)
     source = config["datasets"]["digits"]["source"]
-    print(f"{cpu_model()}, {cpus} usable CPUs; F1 on {source}, "
+    print(f"{device_name(torch.device('cpu'))}, {cpus} usable CPUs; F1 on {source}, "
           f"{args.trials} trials x SB/LB, {args.epochs} epochs, phi full 1e-3")  # fmt: skip
     # The oversubscribed line first: any cost of a cold start (page cache, imports) is its own.
     with tempfile.TemporaryDirectory() as tmp:

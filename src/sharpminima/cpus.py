@@ -27,5 +27,9 @@ def quota_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int | None:
 
 def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     """CPUs in this process's affinity mask, lowered to its cgroup's quota if it has one."""
-    mask = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(mask or 1, quota_cpus(cpu_max) or mask or 1)
+    if hasattr(os, "sched_getaffinity"):
+        mask = len(os.sched_getaffinity(0))
+    else:
+        mask = os.cpu_count() or 1
+    quota = quota_cpus(cpu_max)
+    return mask if quota is None else min(mask, quota)
