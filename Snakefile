@@ -33,7 +33,7 @@ wildcard_constraints:
     regime=REGIME_PATTERN,
     dataset="|".join(config["datasets"]),
     seed=r"\d+",
-    space="full|random(-uniform)?(-raw)?",  # sharpminima.sharpness.SUBSPACES
+    space="full|random(-uniform)?(-raw)?",  # sharpminima.measures.sharpness.SUBSPACES
     eps=r"[0-9.eE+-]+",
     kind="linear|curvilinear",
     bn="batch|running",

@@ -33,34 +33,18 @@ import time
 from pathlib import Path
 
 import torch
+from device_log import peak_mib, peak_reset, quiet
 
-from sharpminima.curvature import EigenConfig, curvature
-from sharpminima.data import make_synthetic, prepare_mnist
+from sharpminima.data.dataset import make_synthetic, prepare_mnist
+from sharpminima.measures.curvature import EigenConfig, curvature
+from sharpminima.measures.sharpness import SharpnessConfig, run_sharpness
 from sharpminima.runtime import device_name, pick_device
-from sharpminima.sharpness import SharpnessConfig, run_sharpness
 from sharpminima.store import Run, measure_iterate
-from sharpminima.training import TrainConfig, train
+from sharpminima.train.trainer import TrainConfig, train
 
 SHAPES = {"F1": (1, 28, 28), "C1": (3, 32, 32)}
 REGIMES = {"SB": 256, "LB": 0.1}
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
-
-
-def quiet(_: str) -> None:
-    pass
-
-
-def peak_reset(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_mib(device: torch.device) -> float:
-    """Peak device memory in MiB since the last reset (NaN on CPU: not tracked there)."""
-    if device.type != "cuda":
-        return float("nan")
-    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def _mib(value: float) -> str:
@@ -155,16 +139,10 @@ def main() -> None:
     paper.add_argument("--lb-epochs", type=int, default=40, help="epochs per LB run assumed")
     paper.add_argument("--cache-mb", type=float, default=8192, help="memory for A (paper.yaml's)")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
-    p.add_argument("--time-child", nargs=7, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         network, data, epochs, out, device = args.child
         child(network, data, int(epochs), out, device)
-        return
-    if args.time_child:
-        from paper_projection import time_child
-
-        time_child(*args.time_child)
         return
     device = pick_device(args.device)
     header = (

@@ -27,9 +27,9 @@ import torch
 from floor import floor_line, flops, matmul_rate, matmul_seconds
 from torch.utils.data import DataLoader, TensorDataset
 
-from sharpminima.curvature import EigenConfig, TraceConfig, curvature
+from sharpminima.measures.curvature import EigenConfig, TraceConfig, curvature
+from sharpminima.measures.objective import Objective
 from sharpminima.models import evaluation
-from sharpminima.objective import Objective
 from sharpminima.runtime import pick_device
 from sharpminima.store import Run
 

@@ -19,8 +19,8 @@ import torch
 from floor import best_seconds, floor_line, flops, matmul_rate, matmul_seconds
 from torch.profiler import ProfilerActivity, profile
 
+from sharpminima.measures.objective import Objective
 from sharpminima.models import build, spec
-from sharpminima.objective import Objective
 
 BN_DOUBLE_BACKWARD = "NativeBatchNormBackwardBackward0"
 

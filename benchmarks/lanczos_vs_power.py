@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from floor import floor_line, flops, matmul_rate
 
-from sharpminima.curvature import lanczos, random_vector, ritz
-from sharpminima.objective import Objective
+from sharpminima.measures.curvature import lanczos, random_vector, ritz
+from sharpminima.measures.objective import Objective
 from sharpminima.store import Run
 
 

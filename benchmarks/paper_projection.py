@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from gpu_check import peak_mib, peak_reset, quiet
+from device_log import peak_mib, peak_reset, quiet
 
-from sharpminima.curvature import EigenConfig, curvature
-from sharpminima.data import make_synthetic, prepare_mnist
-from sharpminima.sharpness import SharpnessConfig, run_sharpness
+from sharpminima.data.dataset import make_synthetic, prepare_mnist
+from sharpminima.measures.curvature import EigenConfig, curvature
+from sharpminima.measures.sharpness import SharpnessConfig, run_sharpness
 from sharpminima.store import Run, measure_iterate
-from sharpminima.training import TrainConfig, train
+from sharpminima.train.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "workflow" / "presets" / "paper.yaml"
@@ -126,7 +126,7 @@ def time_network(network: str, data: Path, source: str, args, device: torch.devi
 
 
 def _child_argv(network: str, data: Path, regime: str, val: int, device: str, out: Path, threads):
-    return [sys.executable, str(Path(__file__).with_name("gpu_check.py")), "--time-child",
+    return [sys.executable, __file__,
             network, str(data), regime, str(val), device, str(out), str(threads)]  # fmt: skip
 
 
@@ -285,3 +285,7 @@ def projection_lines(jobs, timings: dict[str, Timing], args) -> list[str]:
             f"{met} |"
         )
     return lines
+
+
+if __name__ == "__main__":  # a child of `speedup` (run it through gpu_check.py --paper)
+    time_child(*sys.argv[1:])

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from floor import floor_line, flops, matmul_rate, matmul_seconds
 
+from sharpminima.measures.sharpness import SharpnessConfig, run_sharpness
 from sharpminima.models import evaluation
 from sharpminima.runtime import pick_device
-from sharpminima.sharpness import SharpnessConfig, run_sharpness
 from sharpminima.store import Run
 
 

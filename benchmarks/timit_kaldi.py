@@ -21,7 +21,7 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 
-from sharpminima.frames import cmvn_stats
+from sharpminima.data.frames import cmvn_stats
 
 
 def write_corpus(folder: Path, frames: int, seed: int) -> int:
@@ -77,7 +77,7 @@ def main() -> None:
     n_test = write_corpus(base / "test", args.frames // 10, 1)
     out = root / "timit.h5"
     # The floor first: RUSAGE_CHILDREN keeps the largest child's peak, and it is the smaller.
-    floor, _ = max_rss_mb([sys.executable, "-c", "import sharpminima.cli, sharpminima.kaldi"])
+    floor, _ = max_rss_mb([sys.executable, "-c", "import sharpminima.cli, sharpminima.data.kaldi"])
     cmd = [sys.executable, "-m", "sharpminima", "prepare", "timit-kaldi", "--root", str(root)]
     peak, seconds = max_rss_mb(cmd + ["--out", str(out), "--cmvn", "mean"])
     size = out.stat().st_size / 2**20

@@ -22,10 +22,10 @@ from floor import flops, matmul_rate
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from sharpminima.data import load_dataset, prepare_mnist
+from sharpminima.data.dataset import load_dataset, prepare_mnist
 from sharpminima.models import build
 from sharpminima.runtime import pick_device
-from sharpminima.training import TrainConfig, Trainer
+from sharpminima.train.trainer import TrainConfig, Trainer
 
 WARMUP_STEPS = 3
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from sharpminima.data import make_synthetic
-from sharpminima.training import TrainConfig, train
+from sharpminima.data.dataset import make_synthetic
+from sharpminima.train.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from sharpminima.adaptive import AverageConfig, WorstConfig, WorstL2Config, adaptive
 from sharpminima.errors import UserError
-from sharpminima.sharpness import SharpnessConfig, sharpness
+from sharpminima.measures.adaptive import AverageConfig, WorstConfig, WorstL2Config, adaptive
+from sharpminima.measures.sharpness import SharpnessConfig, sharpness
 
 from .conftest import assert_one_line_error, cli, small_network
 

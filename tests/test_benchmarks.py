@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from sharpminima.measures.objective import Objective
 from sharpminima.models import build, evaluation
-from sharpminima.objective import Objective
 
 from .conftest import REPO
+from .test_dependencies import imported
 
 
 @pytest.mark.slow
@@ -185,3 +186,15 @@ def test_cpu_layout_times_three_ways_side_by_side():
     for row in rows:
         assert len(row) == 4 and all(float(c.split()[0]) > 0 for c in row[1:])
     assert all("(1.00×)" in c for c in rows[0][1:])  # the first way against itself
+
+
+def test_the_benchmarks_import_each_other_without_a_circle():
+    """gpu_check.py and paper_projection.py once imported each other; what they share lives in a
+    module both import (device_log.py), as floor.py serves the others."""
+    from graphlib import TopologicalSorter
+
+    scripts = {p.stem: p for p in (REPO / "benchmarks").glob("*.py")}
+    graph = {name: imported(path) & scripts.keys() for name, path in scripts.items()}
+    assert graph["paper_projection"] == {"device_log"} and "gpu_check" not in graph["device_log"]
+    order = list(TopologicalSorter(graph).static_order())  # CycleError on a circle
+    assert order.index("device_log") < order.index("gpu_check")

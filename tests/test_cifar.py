@@ -9,7 +9,7 @@ import pytest
 import torchvision.datasets
 
 from sharpminima.cli import main
-from sharpminima.data import cifar_arrays, load_dataset
+from sharpminima.data.dataset import cifar_arrays, load_dataset
 
 
 def test_conversion_to_nchw_keeps_every_pixel():

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from sharpminima.curvature import (
+from sharpminima.errors import UserError
+from sharpminima.measures.curvature import (
     DensityConfig,
     EigenConfig,
     TraceConfig,
@@ -20,9 +21,8 @@ from sharpminima.curvature import (
     quadrature,
     top_eigenvalues,
 )
-from sharpminima.errors import UserError
+from sharpminima.measures.objective import Objective
 from sharpminima.models import build
-from sharpminima.objective import Objective
 
 from .conftest import assert_one_line_error, cli, small_network
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sharpminima.cli import main
-from sharpminima.data import load_dataset, make_synthetic
+from sharpminima.data.dataset import load_dataset, make_synthetic
 
 from .conftest import REPO, SHARED_DATA, assert_one_line_error, cli
 
@@ -88,6 +88,6 @@ def test_hdf5_files_open_with_best_effort_locking(tmp_path, mnist_like):
 
     with open_h5(mnist_like) as f:
         assert f.id.get_access_plist().get_file_locking() == (True, True)  # lock, ignore refusal
-    src = (REPO / "src" / "sharpminima").glob("*.py")
+    src = (REPO / "src" / "sharpminima").rglob("*.py")
     offenders = [p.name for p in src if "h5py.File(" in p.read_text() and p.name != "atomic.py"]
     assert offenders == [], "open HDF5 files through atomic.open_h5"

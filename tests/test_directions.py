@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from sharpminima.directions import random_directions
 from sharpminima.errors import UserError
+from sharpminima.measures.directions import random_directions
 from sharpminima.store import Run
 
 
@@ -14,8 +14,8 @@ def test_random_directions_rise_on_phis_scale(trials, tmp_path):
     from torch.nn.functional import cross_entropy
     from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+    from sharpminima.measures.sharpness import SharpnessConfig, run_sharpness
     from sharpminima.models import evaluation
-    from sharpminima.sharpness import SharpnessConfig, run_sharpness
 
     phi = run_sharpness(trials["LB"][0], SharpnessConfig(iters=2, chunk=200), log=lambda m: None)
     phi_file = tmp_path / "phi.json"

@@ -28,6 +28,20 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" not in ci
 
 
+def test_the_readme_opens_with_what_it_does_how_to_run_it_and_a_figure():
+    """A newcomer's first screen: the capabilities beside the paper, each with its switch and doc,
+    the two quick-start lines, and a figure the default study draws."""
+    readme = (REPO / "README.md").read_text()
+    first = readme[: readme.index("## Quick start")]
+    screen = "\n".join(readme.splitlines()[:50])
+    rows = re.findall(r"^\| (.+?) \| (yes|added) \| (.+?) \| (.+?) \|$", first, re.M)
+    assert len(rows) >= 10 and {"yes", "added"} == {paper for _, paper, _, _ in rows}
+    assert all("](docs/" in doc for *_, doc in rows)
+    assert "pip install -e '.[test]' && python -m pytest -q" in screen
+    image = re.search(r"!\[[^\]]+\]\((docs/img/[\w.-]+\.png)\)", screen)
+    assert image and (REPO / image.group(1)).stat().st_size > 10_000
+
+
 def test_every_subcommand_is_documented():
     readme = (REPO / "README.md").read_text()
     from sharpminima.cli import parser
@@ -224,13 +238,25 @@ PLANS = [
 # A rerun plan: the jobs an edit to a module reruns in a finished smoke run (test_workflow's
 # test_an_edited_module_reruns_exactly_the_jobs_that_run_it compares them with its dry runs).
 RERUNS = [
-    ("docs/workflow.md", r"`lbfgsb\.py` every φ and what reads φ \((\d+) jobs\)", "lbfgsb.py"),
-    ("docs/workflow.md", r"`training\.py` the training jobs \(then .*?: (\d+)\)", "training.py"),
-    ("docs/workflow.md", r"`figures\.py` the figures \((\d+)\)", "figures.py"),
-    ("docs/architecture.md", r"^\| `lbfgsb\.py` \|[^|\n]*\| (\d+)", "lbfgsb.py"),
-    ("docs/architecture.md", r"^\| `training\.py` \|[^|\n]*\| (\d+)", "training.py"),
+    (
+        "docs/workflow.md",
+        r"`measures/lbfgsb\.py` every φ and what reads φ \((\d+) jobs\)",
+        "measures/lbfgsb.py",
+    ),
+    (
+        "docs/workflow.md",
+        r"`train/trainer\.py` the training jobs \(then .*?: (\d+)\)",
+        "train/trainer.py",
+    ),
+    ("docs/workflow.md", r"`analysis/figures\.py` the figures \((\d+)\)", "analysis/figures.py"),
+    ("docs/architecture.md", r"^\| `measures/lbfgsb\.py` \|[^|\n]*\| (\d+)", "measures/lbfgsb.py"),
+    ("docs/architecture.md", r"^\| `train/trainer\.py` \|[^|\n]*\| (\d+)", "train/trainer.py"),
     ("docs/architecture.md", r"^\| `models\.py` \|[^|\n]*\| (\d+)", "models.py"),
-    ("docs/architecture.md", r"^\| `figures\.py` \|[^|\n]*\| (\d+)", "figures.py"),
+    (
+        "docs/architecture.md",
+        r"^\| `analysis/figures\.py` \|[^|\n]*\| (\d+)",
+        "analysis/figures.py",
+    ),
 ]
 # A record: what a dated run did (its jobs, or how many ran at once), which no dry run of today
 # can recheck; each sits beside the run's date, machine and time.

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sharpminima import experiments
+from sharpminima.analysis import experiments
 from sharpminima.errors import UserError
 from sharpminima.store import Run
 
@@ -92,7 +92,7 @@ def test_directions_cli_pairs_runs_with_phi(trials, tmp_path):
 
 
 def _phi_files(runs, folder):
-    from sharpminima.sharpness import SharpnessConfig, run_sharpness
+    from sharpminima.measures.sharpness import SharpnessConfig, run_sharpness
 
     files = []
     for run in runs:
@@ -122,7 +122,7 @@ def test_sweep_averages_accuracy_and_phi_per_batch_size(trials, tmp_path):
 
 
 def test_warm_started_runs_begin_at_the_stored_iterate(trials, mnist_like, tmp_path):
-    from sharpminima.training import TrainConfig, WarmStart, train
+    from sharpminima.train.trainer import TrainConfig, WarmStart, train
 
     source = trials["SB"][0]
     warm = []
@@ -158,7 +158,7 @@ def test_warm_start_options_are_checked(trials, mnist_like, tmp_path):
     proc = cli(*base, "--warm-run", trials["SB"][0], "--warm-epoch", 7, check=False)
     assert_one_line_error(proc, "stores no iterate for epoch 7")
     other = tmp_path / "other.h5"
-    from sharpminima.data import make_synthetic
+    from sharpminima.data.dataset import make_synthetic
 
     make_synthetic(other, 300, 50, (1, 28, 28), 10, seed=3)
     proc = cli(*base[:4], other, *base[5:], "--warm-run", trials["SB"][0], "--warm-epoch", 1,
@@ -168,7 +168,7 @@ def test_warm_start_options_are_checked(trials, mnist_like, tmp_path):
 
 
 def test_remedies_table_groups_by_remedy_and_regime(trials, mnist_like, tmp_path):
-    from sharpminima.training import TrainConfig, train
+    from sharpminima.train.trainer import TrainConfig, train
 
     cfg = TrainConfig("F1", batch_size=0.1, seed=0, max_epochs=1, stop="fixed", eval_chunk=200)
     prox = TrainConfig(**{**cfg.__dict__, "proximal": 1e-3})

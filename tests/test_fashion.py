@@ -9,11 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-from sharpminima.data import load_dataset
-from sharpminima.fashion import FILES, pad32_rgb, parse_idx
+from sharpminima.data.dataset import load_dataset
+from sharpminima.data.fashion import FILES, pad32_rgb, parse_idx
 from sharpminima.models import build, check_fits, count_params
 from sharpminima.store import Run
-from sharpminima.training import TrainConfig, train
+from sharpminima.train.trainer import TrainConfig, train
 
 from .conftest import SHARED_DATA, assert_one_line_error, cli
 
@@ -169,7 +169,7 @@ def test_idx_parser_reads_big_endian_dimensions():
 
 def test_c1_trains_on_the_conv_variant(prepared, tmp_path):
     """One step of C1 at the real input size: the run records the dataset it read."""
-    from sharpminima.data import write_dataset
+    from sharpminima.data.dataset import write_dataset
 
     conv = load_dataset(prepared[1])
     small = tmp_path / "small.h5"

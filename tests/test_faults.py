@@ -27,14 +27,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sharpminima.atomic import json_text, restore_non_finite
-from sharpminima.data import _attrs_sha256, load_dataset, make_synthetic
+from sharpminima.data.dataset import _attrs_sha256, load_dataset, make_synthetic
 from sharpminima.errors import UserError
-from sharpminima.landscape import read_landscape
-from sharpminima.sharpness import SharpnessConfig
+from sharpminima.measures.landscape import read_landscape
+from sharpminima.measures.sharpness import SharpnessConfig
+from sharpminima.measures.trajectory import trajectory
 from sharpminima.store import Run
 from sharpminima.store import _attrs_digest as _run_attrs_digest
-from sharpminima.training import TrainConfig, train
-from sharpminima.trajectory import trajectory
+from sharpminima.train.trainer import TrainConfig, train
 
 from .conftest import REPO, SHARED_DATA, SMOKE, assert_one_line_error, cli, snakemake
 from .test_trajectory import CFG, quiet
@@ -608,7 +608,7 @@ def test_damaged_mnist_is_called_corrupted(mnist_copy, tmp_path, damage):
 @pytest.mark.slow
 def test_fuzzed_mnist_files_are_all_called_corrupted(mnist_copy, tmp_path):
     """Each of the four IDX files cut or changed at 8 offsets: always refused before parsing."""
-    from sharpminima.data import MNIST_FILES, prepare_mnist
+    from sharpminima.data.dataset import MNIST_FILES, prepare_mnist
 
     for name in MNIST_FILES:
         path = mnist_copy / "MNIST" / "raw" / name

@@ -18,10 +18,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sharpminima import data as dataformat
 from sharpminima import store
 from sharpminima.atomic import read_array
-from sharpminima.data import SPLITS, load_dataset, write_dataset
+from sharpminima.data import dataset as dataformat
+from sharpminima.data.dataset import SPLITS, load_dataset, write_dataset
 from sharpminima.errors import UserError
 from sharpminima.store import Run
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sharpminima.kaldi import runs_shell
+from sharpminima.data.kaldi import runs_shell
 
 from .test_kaldi import one_line, prepare, write_split
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from sharpminima.cli import main
-from sharpminima.data import load_dataset
-from sharpminima.frames import apply_cmvn, cmvn_stats, splice
+from sharpminima.data.dataset import load_dataset
+from sharpminima.data.frames import apply_cmvn, cmvn_stats, splice
 
 DIM = 3
 

@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
+from sharpminima.analysis.figures import parametric
 from sharpminima.errors import UserError
-from sharpminima.figures import parametric
-from sharpminima.landscape import LandscapeConfig, coefficients, landscape, read_landscape
+from sharpminima.measures.landscape import LandscapeConfig, coefficients, landscape, read_landscape
 from sharpminima.store import Run
-from sharpminima.training import TrainConfig, train
+from sharpminima.train.trainer import TrainConfig, train
 
 from .conftest import cli
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import Bounds, minimize
 
-from sharpminima.lbfgsb import minimize_in_box
+from sharpminima.measures.lbfgsb import minimize_in_box
 
 
 def _problem(n: int = 30, seed: int = 0):

@@ -7,11 +7,11 @@ import math
 import pandas as pd
 import pytest
 
+from sharpminima.analysis.matched import closest, matched, points, read_settings
+from sharpminima.analysis.panel import matched_verdict
 from sharpminima.errors import UserError
-from sharpminima.matched import closest, matched, points, read_settings
-from sharpminima.panel import matched_verdict
 from sharpminima.store import Run
-from sharpminima.training import TrainConfig, train
+from sharpminima.train.trainer import TrainConfig, train
 
 from .conftest import assert_one_line_error, cli
 

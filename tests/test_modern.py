@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpminima import modern
-from sharpminima.data import load_dataset
+from sharpminima.data.dataset import load_dataset
 from sharpminima.store import Run
-from sharpminima.training import TrainConfig, Trainer, train
+from sharpminima.train import modern
+from sharpminima.train.trainer import TrainConfig, Trainer, train
 from tests.conftest import assert_one_line_error, cli
 
 QUIET = {"log": lambda m: None}

@@ -7,11 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sharpminima.adaptive import WorstConfig, adaptive
-from sharpminima.curvature import DensityConfig, EigenConfig, curvature
-from sharpminima.errors import UserError
-from sharpminima.figures import _power_of_ten, method_bars, panel_scatter, spectral_density
-from sharpminima.panel import (
+from sharpminima.analysis.figures import _power_of_ten, method_bars, panel_scatter, spectral_density
+from sharpminima.analysis.panel import (
     bootstrap_tau,
     granulated_tau,
     methods_table,
@@ -20,9 +17,12 @@ from sharpminima.panel import (
     sign_test,
     verdict,
 )
-from sharpminima.sharpness import SharpnessConfig, run_sharpness
+from sharpminima.errors import UserError
+from sharpminima.measures.adaptive import WorstConfig, adaptive
+from sharpminima.measures.curvature import DensityConfig, EigenConfig, curvature
+from sharpminima.measures.sharpness import SharpnessConfig, run_sharpness
 from sharpminima.store import Run, measure_iterate
-from sharpminima.training import TrainConfig, train
+from sharpminima.train.trainer import TrainConfig, train
 
 from .conftest import assert_one_line_error, cli
 from .test_faults import small_fs

@@ -8,7 +8,8 @@ import sys
 import pytest
 import yaml
 
-from sharpminima import figures, registry
+from sharpminima import registry
+from sharpminima.analysis import figures
 from sharpminima.cli import parser
 from sharpminima.registry import EXPERIMENTS, FIGURES, STAGES, code_files, stage_code
 
@@ -16,46 +17,64 @@ from .conftest import REPO
 
 
 def names(paths) -> set[str]:
-    return {p.name for p in paths}
+    """Files as paths inside the package ("measures/sharpness.py")."""
+    return {p.relative_to(registry.PACKAGE).as_posix() for p in paths}
 
 
 def test_the_walk_follows_imports_at_any_depth_and_inside_functions():
     sharpness = names(stage_code("sharpness"))
-    # the solver (imported at the top of sharpness.py) and what store.py imports in turn
-    assert {"sharpness.py", "lbfgsb.py", "store.py", "models.py", "data.py"} <= sharpness
-    assert "training.py" not in sharpness and "remedies.py" not in sharpness
-    # figures.py imports experiments.lb_bound inside a function
-    assert "experiments.py" in names(stage_code("figure"))
-    # `from . import __version__` is the package's __init__.py (recorded in every result)
-    assert "__init__.py" in names(stage_code("train"))
+    # the solver (imported at the top of sharpness.py) and what store.py imports in turn, from
+    # the top level into data/
+    solver = {"measures/sharpness.py", "measures/lbfgsb.py", "store.py", "models.py"}
+    assert solver | {"data/dataset.py"} <= sharpness
+    assert "train/trainer.py" not in sharpness and "train/remedies.py" not in sharpness
+    # figures.py imports the landscape's reader inside a function, across subpackages
+    assert "measures/landscape.py" in names(stage_code("figure"))
+    # Python runs the __init__.py of every package on the way: the top one holds the version
+    # every result records
+    assert {"__init__.py", "train/__init__.py"} <= names(stage_code("train"))
+    assert "measures/__init__.py" not in names(stage_code("train"))
 
 
 def test_package_data_a_module_names_is_a_code_input():
-    assert "paper_values.csv" in names(stage_code("tables"))
-    assert "paper_values.csv" not in names(stage_code("sharpness"))
+    assert "analysis/paper_values.csv" in names(stage_code("tables"))
+    assert "analysis/paper_values.csv" not in names(stage_code("sharpness"))
 
 
 def test_each_dataset_source_adds_its_converter():
-    assert names(stage_code("prepare", "timit-kaldi")) >= {"data.py", "kaldi.py", "frames.py"}
-    assert names(stage_code("prepare", "timit-raw")) >= {"data.py", "timit.py", "frames.py"}
-    assert "kaldi.py" not in names(stage_code("prepare", "mnist"))
+    kaldi, raw = {"data/kaldi.py", "data/frames.py"}, {"data/timit.py", "data/frames.py"}
+    assert names(stage_code("prepare", "timit-kaldi")) >= kaldi | {"data/dataset.py"}
+    assert names(stage_code("prepare", "timit-raw")) >= raw | {"data/dataset.py"}
+    assert "data/kaldi.py" not in names(stage_code("prepare", "mnist"))
 
 
 def test_a_new_import_becomes_a_code_input(tmp_path, monkeypatch):
     """What the walk sees is the source, so a module added tomorrow needs no list kept."""
     for name, text in {
+        "__init__.py": "",
         "entry.py": "def f():\n    from .helper import g\n",
-        "helper.py": "from . import table\nNAME = 'values.csv'\n",
+        "helper.py": "from . import table\nfrom .sub.deep import h\nNAME = 'values.csv'\n",
         "table.py": "",
         "values.csv": "a\n",
         "unrelated.py": "",
+        "sub/__init__.py": "",
+        "sub/deep.py": "from .. import table\nfrom ..other import x\nfrom . import leaf\n",
+        "sub/leaf.py": "NAME = 'values.csv'\n",  # names no file of its own folder
+        "other/__init__.py": "",
+        "other/x.py": "",  # a submodule imported by name
+        "other/y.py": "",  # one that nothing imports
     }.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
     monkeypatch.setattr(registry, "PACKAGE", tmp_path)
     for cached in (registry.imports, registry._package_files):
         cached.cache_clear()
     try:
-        assert names(code_files("entry")) == {"entry.py", "helper.py", "table.py", "values.csv"}
+        assert names(code_files("entry")) == {
+            "__init__.py", "entry.py", "helper.py", "table.py", "values.csv",
+            "sub/__init__.py", "sub/deep.py", "sub/leaf.py", "other/__init__.py", "other/x.py",
+        }  # fmt: skip
+        assert names(code_files("sub.leaf")) == {"__init__.py", "sub/__init__.py", "sub/leaf.py"}
     finally:
         for cached in (registry.imports, registry._package_files):
             cached.cache_clear()
@@ -74,7 +93,7 @@ for stage, modules in json.loads(sys.argv[1]).items():
         os.close(read)
         for module in modules:
             importlib.import_module("sharpminima." + module)
-        loaded = [m.split(".")[1] for m in sys.modules if m.startswith("sharpminima.")]
+        loaded = [m.partition(".")[2] or m for m in sys.modules if m.startswith("sharpminima")]
         os.write(write, " ".join(loaded).encode())
         os._exit(0)
     os.close(write)
@@ -94,7 +113,9 @@ def test_the_static_walk_holds_every_module_that_importing_a_stage_loads():
     found = json.loads(out.stdout)
     for stage in STAGES:
         assert found[stage], (stage, out.stderr)
-        assert {f"{m}.py" for m in found[stage]} <= names(stage_code(stage)), stage
+        files = {registry._module_file(m.split(".")) for m in found[stage] if m != "sharpminima"}
+        assert files <= names(stage_code(stage)), stage
+        assert "__init__.py" in names(stage_code(stage))  # `sharpminima` itself: always loaded
 
 
 def test_reading_the_registry_loads_no_torch():
@@ -137,4 +158,4 @@ def test_every_experiment_switch_and_stage_section_is_in_the_schema():
 
 @pytest.mark.parametrize("stage", ["sharpness", "landscape", "directions", "trajectory"])
 def test_measuring_never_runs_the_training_loop(stage):
-    assert "training.py" not in names(stage_code(stage))
+    assert not {name for name in names(stage_code(stage)) if name.startswith("train/")}

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharpminima import remedies
 from sharpminima.models import build
 from sharpminima.store import Run
-from sharpminima.training import TrainConfig, train
+from sharpminima.train import remedies
+from sharpminima.train.trainer import TrainConfig, train
 
 from .conftest import assert_one_line_error, cli
 
@@ -92,8 +92,8 @@ def test_conservative_training_takes_its_steps_per_batch(tmp_path, mnist_like):
 def test_a_resumed_run_draws_the_same_remedy_noise(mnist_like):
     import io
 
-    from sharpminima.data import load_dataset
-    from sharpminima.training import Trainer
+    from sharpminima.data.dataset import load_dataset
+    from sharpminima.train.trainer import Trainer
 
     cfg = TrainConfig("F1", batch_size=100, stop="fixed", augment=True, stability=0.5)
     data, cpu = load_dataset(mnist_like), torch.device("cpu")
@@ -130,7 +130,7 @@ def test_each_remedy_trains_and_changes_the_run(tmp_path, mnist_like, options):
 
 
 def test_remedies_refuse_bad_settings(tmp_path):
-    from sharpminima.data import make_synthetic
+    from sharpminima.data.dataset import make_synthetic
 
     vectors = tmp_path / "vectors.h5"
     make_synthetic(vectors, 300, 50, (360,), 39, seed=0)

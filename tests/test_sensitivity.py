@@ -2,7 +2,7 @@ import json
 
 import pandas as pd
 
-from sharpminima.sensitivity import report
+from sharpminima.analysis.sensitivity import report
 
 from .conftest import cli
 

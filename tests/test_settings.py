@@ -7,13 +7,13 @@ import re
 import pytest
 import yaml
 
-from sharpminima import adaptive, curvature
+from sharpminima.analysis.figures import Style
 from sharpminima.cli import parser
-from sharpminima.figures import Style
-from sharpminima.landscape import LandscapeConfig
+from sharpminima.measures import adaptive, curvature
+from sharpminima.measures.landscape import LandscapeConfig
+from sharpminima.measures.sharpness import SPACES, SharpnessConfig
 from sharpminima.registry import PANEL, PANEL_STAGES, SOURCES
-from sharpminima.sharpness import SPACES, SharpnessConfig
-from sharpminima.training import TrainConfig
+from sharpminima.train.trainer import TrainConfig
 
 from .conftest import REPO, cli
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from sharpminima.data import make_synthetic
-from sharpminima.sharpness import (
+from sharpminima.data.dataset import make_synthetic
+from sharpminima.measures.sharpness import (
     SUBSPACES,
     Identity,
     Loss,
@@ -252,7 +252,7 @@ def test_random_subspace_is_seeded_and_cache_free_mode_agrees():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, mnist_like):
-    from sharpminima.training import TrainConfig, train
+    from sharpminima.train.trainer import TrainConfig, train
 
     cfg = TrainConfig(
         "F1", batch_size=32, max_epochs=2, stop="val_loss", val_size=100, eval_chunk=200

@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from sharpminima.landscape import read_landscape
+from sharpminima.measures.landscape import read_landscape
 from sharpminima.store import Run
 
 from .conftest import REPO, SMOKE

@@ -6,10 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from sharpminima.figures import loss_surface
+from sharpminima.analysis.figures import loss_surface
+from sharpminima.measures.surface import (
+    SurfaceConfig,
+    filter_normalised,
+    merge,
+    read_surface,
+    surface,
+)
 from sharpminima.runtime import evaluate
 from sharpminima.store import Run
-from sharpminima.surface import SurfaceConfig, filter_normalised, merge, read_surface, surface
 
 from .conftest import assert_one_line_error, cli
 

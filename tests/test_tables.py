@@ -1,7 +1,13 @@
 import pandas as pd
 import pytest
 
-from sharpminima.tables import gap_markdown, markdown, paper_values, summarise, write_tables
+from sharpminima.analysis.tables import (
+    gap_markdown,
+    markdown,
+    paper_values,
+    summarise,
+    write_tables,
+)
 
 
 def test_paper_values_hold_all_three_tables():

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from sharpminima.cli import main
-from sharpminima.data import load_dataset
-from sharpminima.frames import apply_cmvn, cmvn_stats, splice
-from sharpminima.timit import PHONE_MAP, fbank, frame_labels, phone_set, read_audio, read_phn
+from sharpminima.data.dataset import load_dataset
+from sharpminima.data.frames import apply_cmvn, cmvn_stats, splice
+from sharpminima.data.timit import PHONE_MAP, fbank, frame_labels, phone_set, read_audio, read_phn
 
 # 3,600 samples = 21 frames; centres at 200 + 160 t.
 PHN = "0 1000 h#\n1000 2000 aa\n2000 2500 q\n2500 3600 sh\n"

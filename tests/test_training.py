@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sharpminima.data import make_synthetic
+from sharpminima.data.dataset import make_synthetic
 from sharpminima.errors import UserError
 from sharpminima.models import build
 from sharpminima.store import Run
-from sharpminima.training import Stopper, TrainConfig, resolve_count, train
+from sharpminima.train.trainer import Stopper, TrainConfig, resolve_count, train
 
 from .conftest import assert_one_line_error, cli
 

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from sharpminima.errors import UserError
-from sharpminima.sharpness import SharpnessConfig, run_sharpness
+from sharpminima.measures.sharpness import SharpnessConfig, run_sharpness
+from sharpminima.measures.trajectory import epochs, trajectory
 from sharpminima.store import Run
-from sharpminima.trajectory import epochs, trajectory
 from sharpminima.workdir import finish
 
 from .conftest import assert_one_line_error, cli

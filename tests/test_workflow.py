@@ -2,13 +2,12 @@
 
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from sharpminima.measures.surface import read_surface
 from sharpminima.store import Run
-from sharpminima.surface import read_surface
 
 from .conftest import REPO, SMOKE, snakemake
 from .test_docs import RERUNS, claims
@@ -398,12 +397,15 @@ def planned_jobs(output: str) -> list[tuple[str, list[str], str | None, str]]:
 
 
 def code_modules(inputs: list[str]) -> set[str]:
-    return {Path(p).stem for p in inputs if "/src/sharpminima/" in p and p.endswith(".py")}
+    """The dotted names inside the package ("measures.sharpness", "measures" for its
+    __init__.py) of the source files among a job's inputs."""
+    files = [p.split("/src/sharpminima/")[1] for p in inputs if "/src/sharpminima/" in p]
+    return {f.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for f in files}
 
 
-# Modules every job loads that compute nothing: argument parsing, the stage list and the CPU
-# count that caps --threads. The rules pass every option explicitly, so these are not code inputs
-# (docs/architecture.md).
+# Modules every job loads that compute nothing: argument parsing (cli/ and its modules), the
+# stage list and the CPU count that caps --threads. The rules pass every option explicitly, so
+# these are not code inputs (docs/architecture.md).
 COMMAND_LINE = {"cli", "registry", "cpus", "__main__"}
 MEASURING = ("sharpness", "landscape", "directions", "trajectory", "measure", "figure", "tables",
              "panel", "matched", "surface")  # fmt: skip
@@ -418,11 +420,14 @@ def test_every_module_a_job_imports_is_among_its_code_inputs(smoke_run):
     for rule, inputs, log, _ in jobs:
         if not log:
             continue
-        imported = set(re.findall(r"\|\s+sharpminima\.(\w+)$", (smoke_run / log).read_text(), re.M))
+        profile = (smoke_run / log).read_text()
+        imported = set(re.findall(r"\|\s+sharpminima\.([\w.]+)$", profile, re.M))
         assert imported, (rule, log)  # the log holds the import profile
-        assert imported - COMMAND_LINE <= code_modules(inputs), (rule, log)
+        computing = {m for m in imported if m.split(".")[0] not in COMMAND_LINE}
+        assert computing <= code_modules(inputs), (rule, log, computing - code_modules(inputs))
         if rule.startswith(MEASURING):  # measuring never runs the training loop
-            assert "training" not in imported | code_modules(inputs), (rule, log)
+            trainer = {m for m in imported | code_modules(inputs) if m.split(".")[0] == "train"}
+            assert not trainer, (rule, log, trainer)
         checked.add(rule)
     assert len(checked) == 16, checked  # every rule that runs a command
 
@@ -461,10 +466,13 @@ ALL_BUT_DATA = {
 }
 FIGURES_ONLY = {"figure_parametric": 6, "figure_experiment": 14, "figure_surface": 2, "all": 1}
 EDITS = {
-    "lbfgsb.py": ({"sharpness", "directions", "trajectory", "matched"}, EVERY_PHI),
-    "training.py": ({"train"}, ALL_BUT_DATA),
+    "measures/lbfgsb.py": ({"sharpness", "directions", "trajectory", "matched"}, EVERY_PHI),
+    "train/trainer.py": ({"train"}, ALL_BUT_DATA),
     "models.py": (set(ALL_BUT_DATA) - {"all"}, ALL_BUT_DATA),
-    "figures.py": ({"figure_parametric", "figure_experiment", "figure_surface"}, FIGURES_ONLY),
+    "analysis/figures.py": (
+        {"figure_parametric", "figure_experiment", "figure_surface"},
+        FIGURES_ONLY,
+    ),
 }
 
 
@@ -588,7 +596,7 @@ def test_report_gathers_tables_and_figures_with_captions(smoke_run):
 
 @pytest.mark.slow
 def test_timit_datasets_prepare_from_config_paths(tmp_path):
-    from sharpminima.data import load_dataset
+    from sharpminima.data.dataset import load_dataset
 
     from .test_kaldi import DIM, write_split
     from .test_timit import write_utt

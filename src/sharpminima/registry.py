@@ -1,14 +1,15 @@
 """Every stage of the workflow in one place, and the code each one runs.
 
-`cli.py` builds its subcommands from STAGES and the rules in workflow/rules/ take their code
-inputs from `code_files`, so the two cannot drift apart. This module imports only the standard
-library: Snakemake reads it while building the DAG, before any job (or torch) runs.
+The command line (`cli/`) builds its subcommands from STAGES and the rules in workflow/rules/
+take their code inputs from `code_files`, so the two cannot drift apart. This module imports only
+the standard library: Snakemake reads it while building the DAG, before any job (or torch) runs.
 
-A job's code inputs are the library modules its stage runs, found by following the package's
-imports statically from the stage's modules, plus the package data those modules name. cli.py,
-cpus.py and this module are never among them: they parse arguments, cap --threads and pick what
-runs, and the rules pass every option explicitly, so adding a stage or an option reruns nothing
-that exists.
+A job's code inputs are the library files its stage runs, found by following the package's
+relative imports statically from the stage's modules, across its subpackages (and the
+`__init__.py` of every package on the way, which Python runs too), plus the package data those
+modules name. The command line, cpus.py and this module are never among them: they parse
+arguments, cap --threads and pick what runs, and the rules pass every option explicitly, so
+adding a stage or an option reruns nothing that exists.
 """
 
 from __future__ import annotations
@@ -32,50 +33,70 @@ class Stage:
 
 
 STAGES = {
-    "prepare": Stage(("data",), "datasets", "turn a dataset source into the dataset HDF5 format"),
-    "train": Stage(("training",), "training", "train one run (network, batch, seed) into HDF5"),
-    "sharpness": Stage(("sharpness",), "sharpness", "Metric 2.1 of a stored iterate (L-BFGS-B)"),
+    "prepare": Stage(
+        ("data.dataset",), "datasets", "turn a dataset source into the dataset HDF5 format"
+    ),
+    "train": Stage(
+        ("train.trainer",), "training", "train one run (network, batch, seed) into HDF5"
+    ),
+    "sharpness": Stage(
+        ("measures.sharpness",), "sharpness", "Metric 2.1 of a stored iterate (L-BFGS-B)"
+    ),
     # (+ store: the command measures a stored iterate with store.measure_iterate)
     "curvature": Stage(
-        ("curvature", "store"), "curvature", "Hessian eigenvalues, trace or spectral density"
+        ("measures.curvature", "store"),
+        "curvature",
+        "Hessian eigenvalues, trace or spectral density",
     ),
     "adaptive": Stage(
-        ("adaptive", "store"), "adaptive", "scale-invariant (adaptive) sharpness of an iterate"
+        ("measures.adaptive", "store"),
+        "adaptive",
+        "scale-invariant (adaptive) sharpness of an iterate",
     ),
     "trajectory": Stage(
-        ("trajectory",), "trajectory", "φ of stored iterates along runs (Figure 6), as CSV"
+        ("measures.trajectory",), "trajectory", "φ of stored iterates along runs (Figure 6), as CSV"
     ),
     "landscape": Stage(
-        ("landscape",), "landscape", "loss and accuracy along a curve from SB to LB"
+        ("measures.landscape",), "landscape", "loss and accuracy along a curve from SB to LB"
     ),
     "surface": Stage(
-        ("surface",), "surface", "filter-normalised 1-D or 2-D loss surface around an iterate"
+        ("measures.surface",),
+        "surface",
+        "filter-normalised 1-D or 2-D loss surface around an iterate",
     ),
     "directions": Stage(
-        ("directions",), "directions", "f along random unit directions at φ's radius, as CSV"
+        ("measures.directions",),
+        "directions",
+        "f along random unit directions at φ's radius, as CSV",
     ),
-    "measure": Stage(("experiments",), None, "numbers read off finished runs, as CSV"),
-    "figure": Stage(("figures",), "figures", "draw a figure (PNG and PDF) from computed results"),
+    "measure": Stage(("analysis.experiments",), None, "numbers read off finished runs, as CSV"),
+    "figure": Stage(
+        ("analysis.figures",), "figures", "draw a figure (PNG and PDF) from computed results"
+    ),
     "sensitivity": Stage(
-        ("sensitivity",), "sensitivity", "φ by BatchNorm mode x start x ε: table and figure"
+        ("analysis.sensitivity",),
+        "sensitivity",
+        "φ by BatchNorm mode x start x ε: table and figure",
     ),
     "matched": Stage(
-        ("matched",), "panel", "SB vs LB at matched training loss, and f over all images"
+        ("analysis.matched",), "panel", "SB vs LB at matched training loss, and f over all images"
     ),
     "panel": Stage(
-        ("panel",), "panel", "every measure of every run, SB/LB sign test, τ with the gap"
+        ("analysis.panel",), "panel", "every measure of every run, SB/LB sign test, τ with the gap"
     ),
-    "tables": Stage(("tables",), None, "Tables 2-4: mean ± std over trials beside the paper"),
+    "tables": Stage(
+        ("analysis.tables",), None, "Tables 2-4: mean ± std over trials beside the paper"
+    ),
 }
 
-# Dataset source -> the modules that convert it (with `data`, which writes every dataset).
+# Dataset source -> the modules that convert it (with `data.dataset`, which writes every dataset).
 SOURCES = {
     "mnist": (),
-    "fashion-mnist": ("fashion",),
+    "fashion-mnist": ("data.fashion",),
     "cifar10": (),
     "cifar100": (),
-    "timit-kaldi": ("kaldi",),
-    "timit-raw": ("timit",),
+    "timit-kaldi": ("data.kaldi",),
+    "timit-raw": ("data.timit",),
     "synthetic": (),
 }
 
@@ -97,7 +118,8 @@ MEASURES = {
 }
 
 
-# `sharpminima figure KIND`: the function of figures.py that draws it, and from what (--help).
+# `sharpminima figure KIND`: the function of analysis/figures.py that draws it, and from what
+# (--help).
 @dataclass(frozen=True)
 class Figure:
     function: str
@@ -164,36 +186,64 @@ PANEL = {m: stage for stage, ms in PANEL_STAGES.items() for m in ms if m != "den
 
 @cache
 def _package_files() -> frozenset[str]:
-    return frozenset(p.name for p in PACKAGE.iterdir() if p.is_file())
+    """Every file of the package, as a path relative to it ("measures/sharpness.py")."""
+    return frozenset(
+        p.relative_to(PACKAGE).as_posix()
+        for p in PACKAGE.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+
+
+def _module_file(parts: list[str]) -> str | None:
+    """The file of the package's module or subpackage with these dotted parts, if any."""
+    for name in ("/".join(parts) + ".py", "/".join([*parts, "__init__.py"])):
+        if name in _package_files():
+            return name
+    return None
+
+
+def _packages_of(file: str) -> list[str]:
+    """The `__init__.py` of every package that holds `file`: Python runs each on the way."""
+    folders = file.split("/")[:-1]
+    inits = ("/".join([*folders[:i], "__init__.py"]) for i in range(len(folders) + 1))
+    return [init for init in inits if init in _package_files() and init != file]
 
 
 @cache
-def imports(module: str) -> frozenset[str]:
-    """The package's modules that `module` imports, at its top or inside any function, and the
-    package data files it names ("paper_values.csv")."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+def imports(file: str) -> frozenset[str]:
+    """The package's files that `file` imports (relative imports, at its top or inside any
+    function, across subpackages: `from ..measures import curvature`, `from . import x`), and the
+    package data files in its own folder that it names ("paper_values.csv")."""
+    tree = ast.parse((PACKAGE / file).read_text(encoding="utf-8"))
+    package = file.split("/")[:-1]
+    folder = "/".join(package + [""])
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-            found.add(f"{node.module.split('.')[0]}.py")
-        elif isinstance(node, ast.ImportFrom) and node.level == 1:  # from . import a, __version__
-            for alias in node.names:
-                is_module = f"{alias.name}.py" in _package_files()
-                found.add(f"{alias.name}.py" if is_module else "__init__.py")
+        if isinstance(node, ast.ImportFrom) and node.level:
+            if node.level - 1 > len(package):
+                continue  # beyond the package: not its code
+            base = package[: len(package) - (node.level - 1)]
+            target = base + (node.module.split(".") if node.module else [])
+            found.add(_module_file(target))
+            found.update(_module_file([*target, alias.name]) for alias in node.names)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            found.add(node.value)
-    return frozenset(found & _package_files() - {f"{module}.py"})
+            found.add(folder + node.value)
+    return frozenset(found & _package_files() - {file})
 
 
 def code_files(*modules: str) -> list[Path]:
-    """Every file of the package that running `modules` executes or reads, sorted."""
-    files, todo = set(), [f"{m}.py" for m in modules]
+    """Every file of the package that running `modules` (dotted, "measures.sharpness")
+    executes or reads, sorted."""
+    files, todo = set(), [_module_file(m.split(".")) for m in modules]
+    if None in todo:
+        raise KeyError(f"no such module in the package: {modules}")
     while todo:
         name = todo.pop()
         if name not in files:
             files.add(name)
+            todo += _packages_of(name)
             if name.endswith(".py"):
-                todo += imports(name.removesuffix(".py"))
+                todo += imports(name)
     return sorted(PACKAGE / name for name in files)
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .atomic import DAMAGED, atomic_path, json_sha256, open_h5, read_array
-from .data import Dataset, load_dataset
+from .data.dataset import Dataset, load_dataset
 from .errors import UserError, refuse_duplicates
 from .models import build
 from .runtime import device_name, pick_device, versions

@@ -24,14 +24,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..atomic import atomic_path
+from ..data.dataset import Dataset, load_dataset
+from ..errors import UserError, require_finite
+from ..models import build, check_fits
+from ..runtime import chunks, device_name, evaluate, pick_device, versions
+from ..settings import setting
+from ..store import Run, write_run
 from . import modern, remedies
-from .atomic import atomic_path
-from .data import Dataset, load_dataset
-from .errors import UserError, require_finite
-from .models import build, check_fits
-from .runtime import chunks, device_name, evaluate, pick_device, versions
-from .settings import setting
-from .store import Run, write_run
 
 OPTIMIZERS = {"adam": 1e-3, "sgd": 1e-2, "adagrad": 1e-2}  # Keras/PyTorch default learning rates
 STOP_RULES = ("val_loss", "train_loss", "fixed")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import workdir
-from .errors import UserError
-from .runtime import pick_device
+from .. import workdir
+from ..errors import UserError
+from ..runtime import pick_device
+from ..store import Run
 from .sharpness import SharpnessConfig, sharpness
-from .store import Run
 
 
 def epochs(run: Run, every: int) -> list[int]:

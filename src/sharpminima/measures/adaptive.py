@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
+from ..settings import setting
 from .objective import (
     Data,
     Evaluation,
@@ -39,7 +40,6 @@ from .objective import (
     measure,
     standard_error,
 )
-from .settings import setting
 
 Log = Callable[[str], None] | None
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 
-from .data import _sha256_file, stream_dataset
-from .errors import UserError
+from ..errors import UserError
+from .dataset import _sha256_file, stream_dataset
 from .frames import apply_cmvn, check_options, splice
 
 # What kaldiio raises on a truncated or damaged table: struct.error, a failed assert on a

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path, read_json
+from ..atomic import atomic_path, read_json
 from .figures import DEFAULT_STYLE, Style, plt, save
 
 VARIANT = ["bn", "start"]

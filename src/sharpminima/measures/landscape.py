@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import open_h5, open_point_cache
-from .errors import UserError, require_finite
-from .runtime import device_name, evaluate, pick_device, versions
-from .settings import setting
-from .store import Run
+from ..atomic import open_h5, open_point_cache
+from ..errors import UserError, require_finite
+from ..runtime import device_name, evaluate, pick_device, versions
+from ..settings import setting
+from ..store import Run
 
 KINDS = ("linear", "curvilinear")
 COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc")

@@ -23,10 +23,10 @@ from torch.func import functional_call, grad, jvp
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torch.utils.data import DataLoader, RandomSampler
 
-from .errors import UserError, require_finite
-from .models import BN_MODES, evaluation
-from .runtime import chunks
-from .settings import setting
+from ..errors import UserError, require_finite
+from ..models import BN_MODES, evaluation
+from ..runtime import chunks
+from ..settings import setting
 
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

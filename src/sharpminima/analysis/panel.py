@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .atomic import atomic_path, read_json
-from .curvature import density
-from .errors import UserError, refuse_duplicates
+from ..atomic import atomic_path, read_json
+from ..errors import UserError, refuse_duplicates
+from ..measures.curvature import density
+from ..store import open_runs
 from .experiments import markdown, remedy
-from .store import open_runs
 
 GAPS = {"gap_acc": "train − test accuracy (points)", "gap_loss": "test − train loss"}
 # Each measure's file gives one number: the key it is read from.

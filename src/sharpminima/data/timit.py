@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import stream_dataset
-from .errors import UserError
+from ..errors import UserError
+from .dataset import stream_dataset
 from .frames import apply_cmvn, check_options, cmvn_stats, splice
 
 SAMPLE_RATE = 16000

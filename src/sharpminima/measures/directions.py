@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import read_json
-from .errors import UserError
-from .runtime import pick_device
+from ..atomic import read_json
+from ..errors import UserError
+from ..runtime import pick_device
+from ..store import Run
 from .sharpness import Loss, SharpnessConfig, box, scaled
-from .store import Run
 
 
 def random_directions(

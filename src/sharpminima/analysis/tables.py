@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from .atomic import atomic_path, read_json
-from .errors import UserError, refuse_duplicates
-from .models import NETWORKS
-from .store import open_runs
+from ..atomic import atomic_path, read_json
+from ..errors import UserError, refuse_duplicates
+from ..models import NETWORKS
+from ..store import open_runs
 
 TITLES = {
     2: "Table 2: accuracy (%)",

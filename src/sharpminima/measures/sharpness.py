@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError, require_finite
+from ..errors import UserError, require_finite
+from ..settings import setting
+from ..store import measure_iterate
 from .lbfgsb import minimize_in_box
 from .objective import Objective
-from .settings import setting
-from .store import measure_iterate
 
 # A for each space: None (the full space, A = I), else its entries and whether its columns are
 # scaled to unit norm. The paper says neither; we use unit-norm Gaussian columns, the public

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import read_json
-from .errors import UserError, refuse_duplicates
-from .store import Run, open_runs
+from ..atomic import read_json
+from ..errors import UserError, refuse_duplicates
+from ..store import Run, open_runs
 
 
 def _runs(paths: Iterable[str | Path]) -> list[Run]:

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import adaptive, curvature, workdir
-from .errors import UserError
+from .. import workdir
+from ..errors import UserError
+from ..measures import adaptive, curvature
+from ..measures.sharpness import SharpnessConfig, sharpness
+from ..runtime import pick_device
+from ..store import Run, non_finite
 from .panel import VALUE
-from .runtime import pick_device
-from .sharpness import SharpnessConfig, sharpness
-from .store import Run, non_finite
 
 
 def _value(name: str, measure: Callable) -> Callable:

@@ -15,9 +15,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from .atomic import atomic_path  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .settings import setting  # noqa: E402
+from ..atomic import atomic_path  # noqa: E402
+from ..errors import UserError  # noqa: E402
+from ..settings import setting  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,9 @@ def parametric(
 ) -> list[Path]:
     """Figure 3 / 7: cross-entropy (left axis) and accuracy (right axis) along the curve,
     train solid and test dashed; α = 0 is the SB minimizer and α = 1 the LB one."""
-    from .landscape import read_landscape  # here: it imports torch, which other figures skip
+    from ..measures.landscape import (
+        read_landscape,  # here: it imports torch, which other figures skip
+    )
 
     attrs, d = read_landscape(landscape_file)
     with plt.rc_context(style.rc()):
@@ -477,7 +479,7 @@ def spectral_density(csv: str | Path, out: str | Path, style: Style = DEFAULT_ST
 def loss_surface(h5: str | Path, out: str | Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     """A filter-normalised surface (Li et al., 2018) around one minimizer: training loss along
     one direction (1-D), or as a contour map beside a 3-D view (2-D), on a log scale."""
-    from .surface import read_surface  # here: it imports torch, which other figures skip
+    from ..measures.surface import read_surface  # here: it imports torch, which other figures skip
 
     attrs, d = read_surface(h5)
     loss = np.maximum(d["train_loss"], 1e-12)

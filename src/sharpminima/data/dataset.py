@@ -20,8 +20,8 @@ import h5py
 import numpy as np
 import torch
 
-from .atomic import DAMAGED, atomic_path, json_sha256, open_h5, read_array
-from .errors import UserError, require_seed
+from ..atomic import DAMAGED, atomic_path, json_sha256, open_h5, read_array
+from ..errors import UserError, require_seed
 
 FORMAT = "sharpminima-dataset"
 FORMAT_VERSION = 2  # 2: the digest covers dtypes, shapes and every attribute

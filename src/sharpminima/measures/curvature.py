@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
+from ..settings import setting
 from .objective import (
     Data,
     Evaluation,
@@ -34,7 +35,6 @@ from .objective import (
     measure,
     standard_error,
 )
-from .settings import setting
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 Log = Callable[[str], None] | None

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_path, open_h5, open_point_cache
-from .errors import UserError
+from ..atomic import atomic_path, open_h5, open_point_cache
+from ..errors import UserError
+from ..runtime import device_name, evaluate, pick_device, versions
+from ..settings import setting
+from ..store import Run
 from .objective import Evaluation
-from .runtime import device_name, evaluate, pick_device, versions
-from .settings import setting
-from .store import Run
 
 COLUMNS = ("train_loss", "train_acc")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import write_dataset
-from .errors import UserError
+from ..errors import UserError
+from .dataset import write_dataset
 
 FILES = {  # uncompressed IDX file -> MD5 of its contents (../shared/data/FashionMNIST/MD5SUMS)
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
