@@ -221,6 +221,7 @@ def test_each_help_lists_what_the_registry_accepts():
 # Every "N jobs" in README and docs is one of three kinds, and the sweep below finds any other.
 SMOKE, PAPER = ("workflow/presets/smoke.yaml",), ("workflow/presets/paper.yaml",)
 FASHION, FASHION_CPU = ("workflow/presets/fashion.yaml",), ("workflow/presets/fashion-cpu.yaml",)
+C1_CPU = ("workflow/presets/fashion-c1-cpu.yaml",)
 # A plan: what a preset plans from nothing, equal to a dry run from the repository root.
 PLANS = [
     ("README.md", r"the (\d+) jobs one at a time", ("config.yaml",)),
@@ -231,6 +232,7 @@ PLANS = [
     ("docs/workflow.md", r"^\| `smoke\.yaml` \|.*?(\d+) jobs", SMOKE),
     ("docs/workflow.md", r"^\| `fashion\.yaml` \|.*?(\d+) jobs", FASHION),
     ("docs/workflow.md", r"^\| `fashion-cpu\.yaml` \|.*?(\d+) jobs", FASHION_CPU),
+    ("docs/workflow.md", r"^\| `fashion-c1-cpu\.yaml` \|.*?(\d+) jobs", C1_CPU),
     ("docs/workflow.md", r"^\| `paper\.yaml` \|.*?(\d+) jobs", PAPER),
     ("docs/results-fashion.md", r"`fashion\.yaml` \((\d+) jobs\)", FASHION),
     ("docs/performance.md", r"presets/paper\.yaml` \([^)]*: (\d+) jobs\)", PAPER),
