@@ -37,14 +37,14 @@ def upward(edges: list[tuple[str, str]]) -> list[str]:
 
 
 def package_edges() -> list[tuple[str, str]]:
-    modules = sorted(f for f in registry._package_files() if f.endswith(".py"))
+    modules = sorted(f for f in registry.package_files() if f.endswith(".py"))
     return [(m, target) for m in modules for target in sorted(registry.imports(m))]
 
 
 def test_every_folder_is_a_layer():
-    folders = {f.split("/")[0] for f in registry._package_files() if "/" in f}
+    folders = {f.split("/")[0] for f in registry.package_files() if "/" in f}
     assert folders == set(RANK) - {"ground", "store"}
-    assert all(f"{folder}/__init__.py" in registry._package_files() for folder in folders)
+    assert all(f"{folder}/__init__.py" in registry.package_files() for folder in folders)
 
 
 def test_no_import_runs_upward():
@@ -57,7 +57,7 @@ def test_the_package_imports_itself_relatively():
     """The walk follows relative imports: an absolute `sharpminima` import inside the package
     would escape both this check and the jobs' code inputs."""
     absolute = []
-    for file in sorted(f for f in registry._package_files() if f.endswith(".py")):
+    for file in sorted(f for f in registry.package_files() if f.endswith(".py")):
         for node in ast.walk(ast.parse((registry.PACKAGE / file).read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.level == 0:

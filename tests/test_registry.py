@@ -67,7 +67,7 @@ def test_a_new_import_becomes_a_code_input(tmp_path, monkeypatch):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
     monkeypatch.setattr(registry, "PACKAGE", tmp_path)
-    for cached in (registry.imports, registry._package_files):
+    for cached in (registry.imports, registry.package_files):
         cached.cache_clear()
     try:
         assert names(code_files("entry")) == {
@@ -76,7 +76,7 @@ def test_a_new_import_becomes_a_code_input(tmp_path, monkeypatch):
         }  # fmt: skip
         assert names(code_files("sub.leaf")) == {"__init__.py", "sub/__init__.py", "sub/leaf.py"}
     finally:
-        for cached in (registry.imports, registry._package_files):
+        for cached in (registry.imports, registry.package_files):
             cached.cache_clear()
 
 
@@ -113,7 +113,7 @@ def test_the_static_walk_holds_every_module_that_importing_a_stage_loads():
     found = json.loads(out.stdout)
     for stage in STAGES:
         assert found[stage], (stage, out.stderr)
-        files = {registry._module_file(m.split(".")) for m in found[stage] if m != "sharpminima"}
+        files = {registry.module_file(m.split(".")) for m in found[stage] if m != "sharpminima"}
         assert files <= names(stage_code(stage)), stage
         assert "__init__.py" in names(stage_code(stage))  # `sharpminima` itself: always loaded
 

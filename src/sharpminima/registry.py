@@ -185,7 +185,7 @@ PANEL = {m: stage for stage, ms in PANEL_STAGES.items() for m in ms if m != "den
 
 
 @cache
-def _package_files() -> frozenset[str]:
+def package_files() -> frozenset[str]:
     """Every file of the package, as a path relative to it ("measures/sharpness.py")."""
     return frozenset(
         p.relative_to(PACKAGE).as_posix()
@@ -194,10 +194,10 @@ def _package_files() -> frozenset[str]:
     )
 
 
-def _module_file(parts: list[str]) -> str | None:
+def module_file(parts: list[str]) -> str | None:
     """The file of the package's module or subpackage with these dotted parts, if any."""
     for name in ("/".join(parts) + ".py", "/".join([*parts, "__init__.py"])):
-        if name in _package_files():
+        if name in package_files():
             return name
     return None
 
@@ -206,7 +206,7 @@ def _packages_of(file: str) -> list[str]:
     """The `__init__.py` of every package that holds `file`: Python runs each on the way."""
     folders = file.split("/")[:-1]
     inits = ("/".join([*folders[:i], "__init__.py"]) for i in range(len(folders) + 1))
-    return [init for init in inits if init in _package_files() and init != file]
+    return [init for init in inits if init in package_files() and init != file]
 
 
 @cache
@@ -224,17 +224,17 @@ def imports(file: str) -> frozenset[str]:
                 continue  # beyond the package: not its code
             base = package[: len(package) - (node.level - 1)]
             target = base + (node.module.split(".") if node.module else [])
-            found.add(_module_file(target))
-            found.update(_module_file([*target, alias.name]) for alias in node.names)
+            found.add(module_file(target))
+            found.update(module_file([*target, alias.name]) for alias in node.names)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             found.add(folder + node.value)
-    return frozenset(found & _package_files() - {file})
+    return frozenset(found & package_files() - {file})
 
 
 def code_files(*modules: str) -> list[Path]:
     """Every file of the package that running `modules` (dotted, "measures.sharpness")
     executes or reads, sorted."""
-    files, todo = set(), [_module_file(m.split(".")) for m in modules]
+    files, todo = set(), [module_file(m.split(".")) for m in modules]
     if None in todo:
         raise KeyError(f"no such module in the package: {modules}")
     while todo:
