@@ -7,7 +7,7 @@ Hutchinson's estimator stopped on the relative change of its running mean; its `
 calls `torch.eig`, removed from current PyTorch, so it is not compared. Targets (issue 14):
 λ_max within 1% of PyHessian's, the traces within 2 standard errors of each other, our λ_max in
 at most half PyHessian's time. Each time is also printed beside the machine's floor
-(floor.py): the FLOPs of its Hessian-vector products (eager double backward) over the fp32
+(floor.py): the FLOPs of its Hessian-vector products (eager) over the fp32
 matmul rate, and beside those products' matmuls replayed alone. `--compile` also times our
 λ_max with the products through torch.compile (`compile: true`), twice: the first time includes
 the compile.

@@ -6,7 +6,7 @@ first N), in chunks, BatchNorm as for φ. Lanczos runs `--steps` steps; its last
 (v ← Hv/‖Hv‖, estimate vᵀHv, stopped when the estimate changes by less than tol relative); here
 it runs on to `--steps` too. Both start from the same random vector, so after m products the
 Lanczos estimate is never below power iteration's (its Krylov space holds the power iterate).
-Every product costs the same (one double backward), so the ratio of the counts is the ratio of
+Every product costs the same (one `Objective.hvp`), so the ratio of the counts is the ratio of
 the times, whatever else the machine is doing. Printed: each step's estimates and their errors
 against the reference, then for each method the first step from which its error stays at most
 tol, and the step where PyHessian's rule stops, with its error; and each method's seconds

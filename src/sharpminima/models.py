@@ -89,12 +89,17 @@ class SamePool(nn.Module):
         super().__init__()
         self.kernel, self.stride = kernel, stride
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def padding(self, x: torch.Tensor) -> list[int]:
+        """F.pad's (left, right, top, bottom) for `x`: what 'same' adds around it."""
         pads = []
         for size in (x.shape[-1], x.shape[-2]):
             total = max((math.ceil(size / self.stride) - 1) * self.stride + self.kernel - size, 0)
             pads += [total // 2, total - total // 2]
-        return F.max_pool2d(F.pad(x, pads, value=-math.inf), self.kernel, self.stride)
+        return pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(x, self.padding(x), value=-math.inf)
+        return F.max_pool2d(padded, self.kernel, self.stride)
 
 
 def _dense_bn_relu(n_in: int, n_out: int) -> list[nn.Module]:

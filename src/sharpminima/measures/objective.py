@@ -27,6 +27,7 @@ from ..errors import UserError, require_finite
 from ..models import BN_MODES, evaluation
 from ..runtime import chunks
 from ..settings import setting
+from .hvp import chunk_product
 
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -114,22 +115,20 @@ class Objective:
         return total, torch.cat([p.grad.reshape(-1) for p in self.params])
 
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
-        """H v at θ0, H = ∇²f: the gradient of ∇f·v, chunk by chunk (about two passes)."""
+        """H v at θ0, H = ∇²f: the derivative of ∇f along v, chunk by chunk, by forward over
+        reverse mode (hvp.py: 2.2-2.8 gradients on the paper's networks)."""
 
         def chunk(pieces: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> Sequence:
-            value = self.loss(self.model(x), y) / self.n
-            grads = torch.autograd.grad(value, self.params, create_graph=True)
-            dot = sum((g * p).sum() for g, p in zip(grads, pieces, strict=True))
-            return torch.autograd.grad(dot, self.params)
+            return chunk_product(self.model, pieces, x, lambda out: self.loss(out, y) / self.n)
 
         return self._summed_over_chunks(v, chunk)
 
     def compiled_hvp(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """`hvp` by forward-over-reverse (`torch.func.jvp` of `grad`) under `torch.compile`,
-        which fuses the elementwise passes of BatchNorm's second derivative that take half of
-        an eager product: about 1.5x as fast on CPU (docs/performance.md), after one compile
-        per chunk shape (tens of seconds, cached on disk by PyTorch). Equal to `hvp` up to
-        float rounding; bitwise the same from run to run on one machine."""
+        for models the rules of hvp.py do not cover, whose generic product it fuses; on the
+        paper's networks it is no faster than the rules (docs/performance.md), after one
+        compile per chunk shape. Equal to `hvp` up to float rounding; bitwise the same from run
+        to run on one machine."""
         names = [n for n, p in self.model.named_parameters() if p.requires_grad]
 
         def forward_over_reverse(theta: dict, v: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
