@@ -53,7 +53,7 @@ def assert_same(ours: torch.Tensor, reference: torch.Tensor) -> None:
 def test_the_rules_give_the_double_backwards_product_on_every_network(name, bn):
     s = NETWORKS[name]
     model = build(name, seed=1).double()
-    assert ruled(model)
+    assert ruled(model.eval()) and not ruled(model.train())
     x = torch.randn(6 if s.family == "dense" else 3, *s.input_shape, dtype=torch.float64)
     assert_same(*products(model, x, s.num_classes, bn))
     if s.family != "dense":  # the same product in NCHW, without the channels-last hook
@@ -99,7 +99,7 @@ def random_network(rng: random.Random) -> tuple[nn.Sequential, tuple[int, ...]]:
 def test_the_rules_hold_on_networks_drawn_at_random(seed):
     rng = random.Random(seed)
     model, shape = random_network(rng)
-    assert ruled(model), model
+    assert ruled(model.eval()), model
     x = torch.randn(rng.randint(3, 9), *shape, dtype=torch.float64)
     for bn in ("batch", "running"):
         assert_same(*products(model, x, 4, bn, seed))
@@ -127,7 +127,7 @@ def test_other_models_get_the_same_product_by_forward_over_reverse_mode():
     tied[2].weight = tied[0].weight  # one parameter in two layers: its products add up
     for model in (Residual(), hooked, frozen, tanh, tied):
         model = model.double()
-        assert not ruled(model)
+        assert not ruled(model.eval())
         for bn in ("batch", "running"):
             assert_same(*products(model, torch.randn(7, 5, dtype=torch.float64), 3, bn))
 

@@ -219,10 +219,11 @@ def _fits(m: nn.Module) -> bool:
 
 
 def ruled(model: nn.Module) -> bool:
-    """Whether H·v of `model` can go by RULES: a plain nn.Sequential of layers they cover, each
-    with parameters of its own, whose only hook is a forward pre-hook that changes the input's
-    layout alone (models.py's)."""
-    if type(model) is not nn.Sequential or model._forward_hooks:
+    """Whether H·v of `model` can go by RULES: a plain nn.Sequential in evaluation mode (as
+    `evaluation` puts it: the rules know no training-mode dropout or buffer updates) of layers
+    they cover, each with parameters of its own, whose only hook is a forward pre-hook that
+    changes the input's layout alone (models.py's)."""
+    if type(model) is not nn.Sequential or model._forward_hooks or model.training:
         return False
     hooks = all(h is channels_last_on_cpu for h in model._forward_pre_hooks.values())
     shared = len(list(model.parameters())) < sum(len(list(m.parameters())) for m in model)
