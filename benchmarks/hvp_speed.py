@@ -100,7 +100,10 @@ def main() -> None:
         return
     if len(args.examples) != len(args.networks):
         raise SystemExit("give one --examples per network")
-    print(f"{args.threads} threads, {args.device}, best of {args.repeats}, batch BatchNorm")
+    from sharpminima.runtime import device_name
+
+    where = device_name(torch.device(args.device))
+    print(f"{where}, {args.threads} threads, best of {args.repeats}, batch BatchNorm, seed 0")
     print("| network | examples | gradient s | ours s | × gradient | PyHessian's s | ours / "
           "PyHessian's | peak GiB: gradient, ours, PyHessian's |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
