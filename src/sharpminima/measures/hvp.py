@@ -36,7 +36,9 @@ Rule = Callable[[nn.Module, list[Tensor], Tensor, Tensor | None], tuple[Tensor, 
 def _linear(m: nn.Linear, t: list[Tensor], x: Tensor, dx: Tensor | None):
     dw, db = t
     y = F.linear(x, m.weight, m.bias)
-    dy = F.linear(x, dw, db) if dx is None else F.linear(x, dw, db) + F.linear(dx, m.weight)
+    dy = F.linear(x, dw, db)
+    if dx is not None:
+        dy += F.linear(dx, m.weight)
 
     def back(g: Tensor, dg: Tensor):
         hw, hb = dg.T @ x, dg.sum(0)
