@@ -90,9 +90,12 @@ def runs_table(runs: Iterable[str | Path]) -> pd.DataFrame:
 
 def panel_table(runs: Iterable[str | Path], results: Iterable[str | Path]) -> pd.DataFrame:
     """Every run's measures beside its accuracy: φ (from sharpness JSONs) and each measure
-    of `sharpminima curvature` / `adaptive` (one column per measure, in VALUE)."""
+    of `sharpminima curvature` / `adaptive` (one column per measure, in VALUE); and, per run,
+    the measures whose search stopped at its cap (`converged: false`: Lanczos, Hutchinson, a
+    worst case's starts), whose value is then a bound or a rougher estimate."""
     table = runs_table(runs)
     values: dict[str, dict[tuple[str, int], float]] = {}
+    unconverged: dict[tuple[str, int], list[str]] = {}
     keys = []
     for path in results:
         r = _read(path, "sharpness, curvature or adaptive")
@@ -103,6 +106,8 @@ def panel_table(runs: Iterable[str | Path], results: Iterable[str | Path]) -> pd
             raise UserError(f"{path} is a random-subspace φ: the panel takes the full space")
         value = np.nan if "undefined" in r else float(r["phi" if name == "phi" else VALUE[name]])
         values.setdefault(name, {})[_key(r)] = value
+        if r.get("converged") is False:
+            unconverged.setdefault(_key(r), []).append(name)
         keys.append(((name, r["regime"], "trial", r["run_seed"]), path))
     refuse_duplicates(keys, "result")
     for name, by_run in values.items():
@@ -111,6 +116,9 @@ def panel_table(runs: Iterable[str | Path], results: Iterable[str | Path]) -> pd
         if missing:
             raise UserError(f"no {name} for {', '.join(missing[:3])}: pass one per run")
         table[name] = [by_run[k] for k in keys]
+    if values:
+        runs_keys = zip(table.regime, table.seed, strict=True)
+        table["unconverged"] = [", ".join(sorted(unconverged.get(k, []))) for k in runs_keys]
     return table
 
 

@@ -8,11 +8,13 @@ next by 1/c (which leaves f unchanged) leaves these measures unchanged too. Metr
 - worst case: max over ‖u‖_p ≤ ρ of f(w + |w| ⊙ u) − f(w), p = ∞ or 2, by projected gradient
   ascent (∇_u = |w| ⊙ ∇f) from several starts: ± the top eigenvector of the relative Hessian
   |w| ⊙ H ⊙ |w| (power iteration), where a quadratic rises fastest, then seeded random points
-  halfway inside. One start stops at a local maximum (0.57-0.91 of the largest in 6 of 9 cases
-  on small networks); the starts along ± the eigenvector reach other maxima, random ones still
-  others.
-  The step is halved each fifth of the steps (ρ/2 down to ρ/32), and the best point seen is
-  kept. Evaluated on the whole set (Andriushchenko et al.'s m-sharpness with m = n).
+  halfway inside. One start stops at a local maximum, and the maxima of a small ReLU network
+  are many and far apart: 4 fixed starts reached 0.66 of the largest rise that 40 long ones
+  found. So the starts adapt: random starts are added until the best rise is within
+  `tolerance` of a bound on the largest that random starts reach (`upper_bound`), up to
+  `max_starts`; where the cap stops the search the result says `converged: false`
+  (docs/panel.md). Each ascent is monotone, its step halved (from ρ/2) when it fails to
+  raise f. Evaluated on the whole set (Andriushchenko et al.'s m-sharpness with m = n).
 - average case: E f(w + δ) − f(w), δ ~ N(0, σ² diag(w²)), over `draws` draws, with its
   standard error (widened as the trace's: the rises are skewed as vᵀHv is).
 """
@@ -50,14 +52,25 @@ class WorstConfig(Evaluation):
 
     norm: ClassVar[str] = "linf"
     rho: float = setting(1e-3, "ρ, the radius of the relative perturbation")
-    steps: int = setting(25, "projected gradient ascent steps per start (each one gradient of f)")
-    starts: int = setting(8, "starts: ± the top eigenvector of the relative Hessian, then random")
+    steps: int = setting(100, "ascent steps per start at most (each one gradient of f)")
+    starts: int = setting(
+        6, "starts at least: ± the top eigenvector of the relative Hessian, then random"
+    )
+    max_starts: int = setting(32, "starts at most (the search is then marked not converged)")
+    tolerance: float = setting(
+        0.05, "done when the best rise is within this fraction of the bound on the largest"
+    )
+    confidence: float = setting(0.99, "the confidence of that bound (see docs/panel.md)")
     power_steps: int = setting(20, "power iterations for that eigenvector (each one H·v)")
 
     def check(self) -> None:
         super().check()
         if self.rho <= 0 or self.steps < 1 or self.starts < 1 or self.power_steps < 1:
             raise UserError("need rho > 0, steps ≥ 1, starts ≥ 1 and power-steps ≥ 1")
+        if self.max_starts < self.starts:
+            raise UserError("need max-starts ≥ starts")
+        if not 0 < self.tolerance < 1 or not 0 < self.confidence < 1:
+            raise UserError("need 0 < tolerance < 1 and 0 < confidence < 1")
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,6 @@ class WorstL2Config(WorstConfig):
 
     norm: ClassVar[str] = "l2"
     rho: float = setting(0.5, "ρ, the radius of the relative perturbation")
-    starts: int = setting(4, "starts: ± the top eigenvector of the relative Hessian, then random")
 
 
 @dataclass(frozen=True)
@@ -117,47 +129,89 @@ def _top_direction(
     return v * (cfg.rho / size.clamp_min(1e-30))
 
 
+STALL = (20, 1e-3)  # a start has settled when its last 20 steps raised its best by ≤ 0.1%
+TOP = 4  # the bound on the largest rise is taken from the random starts' four best
+
+
 def _ascend(
     f: Objective, u: torch.Tensor, f_w: float, cfg: WorstConfig, log: Log, name: str
 ) -> dict[str, object]:
-    """Projected gradient ascent on u from one start: the best rise, its step, every rise."""
+    """Monotone projected gradient ascent on u from one start: a step that raises f is taken
+    and the next one tried at the same size; one that does not is refused and the size halved.
+    The start has settled when no step of ρ/64 raises f, or when its best stalled (`STALL`:
+    at f's rounding floor every step is a coin toss), and not when `steps` ran out first."""
     w, scale = f.theta0, f.theta0.abs()
-    best, best_step, path = -math.inf, 0, []
-    for step in range(cfg.steps + 1):
-        value, g = f(w + scale * u, grad=step < cfg.steps)
-        path.append(value - f_w)
-        if value - f_w > best:
-            best, best_step = value - f_w, step
-        if step == cfg.steps:
-            break
+    value, g = f(w + scale * u, grad=True)
+    bests, eta, settled = [value - f_w], cfg.rho / 2, False
+    for step in range(1, cfg.steps + 1):
         ascent = scale * g
-        eta = cfg.rho / 2 ** (1 + 5 * step // cfg.steps)
         direction = ascent.sign() if cfg.norm == "linf" else ascent / ascent.norm().clamp_min(1e-30)
-        u = _project(u + eta * direction, cfg.norm, cfg.rho)
+        trial = _project(u + eta * direction, cfg.norm, cfg.rho)
+        value, trial_g = f(w + scale * trial, grad=True)
+        if value - f_w > bests[-1]:
+            u, g = trial, trial_g
+        else:
+            eta /= 2
+        bests.append(max(bests[-1], value - f_w))
         if log is not None:
-            rise = f"rise {path[-1]:.6g} (best {best:.6g})"
-            log(f"{name}: ascent step {step + 1}/{cfg.steps}: {rise}")
-    return {"start": name, "sharpness": best, "best_step": best_step, "rises": path}
+            rise = f"rise {value - f_w:.6g} (best {bests[-1]:.6g})"
+            log(f"{name}: ascent step {step}/{cfg.steps}: {rise}")
+        window, gain = STALL
+        stalled = step >= window and bests[-1] - bests[-1 - window] <= gain * abs(bests[-1])
+        if eta < cfg.rho / 64 or stalled:
+            settled = True
+            break
+    return {"start": name, "sharpness": bests[-1], "best_step": bests.index(bests[-1]),
+            "steps": len(bests) - 1, "settled": settled}  # fmt: skip
+
+
+def upper_bound(values: list[float], confidence: float) -> float:
+    """A bound on the largest rise that random starts can reach, from the four best (x1 ≥ … ≥
+    x4) of them: x1 + t (x1 − x4), which it exceeds with probability 1 − `confidence`,
+    t = (1 − confidence)^(−1/3) − 1, where the starts' rises have a density near their top
+    (the ratio (top − x1)/(x1 − x4) is then distributed as E/Gamma(3), E exponential;
+    Robson and Whitlock's 1964 endpoint bound, from three spacings instead of one).
+    Infinite with fewer than four random starts."""
+    random_starts = sorted(values[2:], reverse=True)
+    if len(random_starts) < TOP:
+        return math.inf
+    x1, x4 = random_starts[0], random_starts[TOP - 1]
+    return x1 + ((1 - confidence) ** (-1 / (TOP - 1)) - 1) * (x1 - x4)
 
 
 def worst_case(f: Objective, cfg: WorstConfig, log: Log = None) -> dict[str, object]:
-    """max f(w + |w| ⊙ u) − f(w) over ‖u‖_p ≤ ρ, by projected gradient ascent on u from
-    `starts` points; the largest rise any start reached, and each start's."""
+    """max f(w + |w| ⊙ u) − f(w) over ‖u‖_p ≤ ρ, by projected gradient ascent on u from at
+    least `starts` points, more until the best rise is within `tolerance` of `upper_bound`,
+    at most `max_starts`; the largest rise any start reached, and each start's."""
     w = f.theta0
     f_w, _ = f(w, grad=False)
     gen = torch.Generator().manual_seed(cfg.seed)
     top = _top_direction(f, w.abs(), cfg, gen, log)
-    runs = []
-    for i in range(cfg.starts):
+    runs, values = [], []
+
+    def done() -> bool:
+        return max(values) >= (1 - cfg.tolerance) * upper_bound(values, cfg.confidence)
+
+    while len(runs) < cfg.starts or (not done() and len(runs) < cfg.max_starts):
+        i = len(runs)
         if i < 2:
             u, name = (top if i == 0 else -top), f"start {i + 1} ({'+-'[i]}eigenvector)"
         else:
             u, name = _random_start(w.numel(), cfg, w, gen), f"start {i + 1} (random)"
         runs.append(_ascend(f, u, f_w, cfg, log, name))
-    values = [r["sharpness"] for r in runs]
+        values.append(runs[-1]["sharpness"])
     best = runs[int(np.argmax(values))]
+    bound, settled = upper_bound(values, cfg.confidence), bool(best["settled"])
+    if log is not None:
+        climbing = "" if settled else "; the best start was still climbing"
+        log(f"{len(runs)} starts: best rise {max(values):.6g}, bound {bound:.6g}{climbing}")
     return {
         "sharpness": best["sharpness"],
+        "converged": done() and settled,
+        "upper_bound": bound if math.isfinite(bound) else None,
+        "starts_run": len(runs),
+        "best_settled": settled,
+        "gradients": sum(r["steps"] + 1 for r in runs),
         "f_w": f_w,
         "best_start": best["start"],
         "best_step": best["best_step"],
