@@ -237,6 +237,29 @@ def test_network_sharpness_iterates_and_leaves_model_unchanged():
         assert torch.equal(v, before[k]), k
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_line_search_stops_at_fs_rounding_instead_of_burning_evaluations(seed):
+    """In a random subspace f is nearly linear and the rise within the box a few thousand
+    roundings of f (float32), so L-BFGS-B's line search once spent up to 40 evaluations on
+    points that differed from the iterate by rounding alone (issue 39: 55 evaluations in 8
+    iterations on F1). A step that changes f by no more than its rounding now ends the start:
+    at most 2 evaluations an iteration (plus the start's own), and φ still at least 0.99 of
+    what a linear model of f gives at the box's vertex. Networks drawn at random."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    widths = [5, *rng.choice([16, 32, 64], size=rng.integers(1, 4)).tolist(), 3]
+    layers = [m for a, b in itertools.pairwise(widths) for m in (nn.Linear(a, b), nn.ReLU())]
+    model = nn.Sequential(*layers[:-1])
+    x, y = torch.randn(2000, 5), torch.randint(0, 3, (2000,))
+    eps = float(rng.choice([1e-3, 1e-4]))
+    cfg = SharpnessConfig(space="random", dim=100, chunk=500, iters=30, eps=eps, seed=seed)
+    out = sharpness(model, x, y, cfg)
+    assert out["nfev"] <= 2 * out["nit"] + 1, out
+    assert out["phi"] >= 0.99 * out["first_order_phi"], out
+    if out["nit"] < 30:
+        assert "within its rounding" in out["message"], out["message"]
+
+
 def test_random_subspace_is_seeded_and_cache_free_mode_agrees():
     dev = torch.device("cpu")
     a = RandomSubspace(70_000, 5, seed=9, device=dev)

@@ -40,11 +40,14 @@ def minimize_in_box(
     maxcor: int = 10,
     maxls: int = 20,
     on_iteration: Callable[[int], None] | None = None,
+    on_evaluation: Callable[[float], str | None] | None = None,
 ) -> BoxResult:
     """Minimise `fun` (returning f and ∇f) over lower ≤ x ≤ upper, as `minimize` would.
 
     `fun` gets setulb's working array: it must copy x to keep it. `on_iteration(nit)` is
-    called as each iteration ends (for progress reports).
+    called as each iteration ends (for progress reports); `on_evaluation(f)` after each
+    evaluation, and a reason it returns stops the search there (x is then that evaluation's
+    point) and becomes the message.
     """
     n, m = x0.size, maxcor
     lower = np.ascontiguousarray(lower, np.float64)
@@ -67,6 +70,9 @@ def minimize_in_box(
             f, g = fun(x)
             g = np.ascontiguousarray(g, np.float64)
             nfev += 1
+            halted = on_evaluation(f) if on_evaluation is not None else None
+            if halted:
+                return BoxResult(x=x, fun=float(f), nit=nit, nfev=nfev, message=f"STOP: {halted}")
         elif task[0] == NEW_X:
             nit += 1
             if on_iteration is not None:

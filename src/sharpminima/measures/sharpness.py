@@ -206,6 +206,7 @@ def maximise(
     first_order = float(np.abs(g_sub) @ bound)
     zero = {"f": f_x, "y": np.zeros(A.p)}
     best, at_iters, start_best = dict(zero), dict(zero), dict(zero)
+    at_iterate = {}  # f at this start's current iterate (its start point, then each iteration's)
 
     def objective(y: np.ndarray) -> tuple[float, np.ndarray]:
         yt = torch.from_numpy(y).to(x.device)
@@ -219,32 +220,51 @@ def maximise(
     messages, path = [], []
     starts = _starts(cfg, bound)
     limit = max(cfg.iters, cfg.max_iters)
-    started = time.perf_counter()
+    started, before = time.perf_counter(), loss.evaluations
 
     def keep_at_iters() -> None:
         if start_best["f"] > at_iters["f"]:
             at_iters.update(start_best)
 
+    # f sums float32 losses (float64 in float64 models): a step that changes it by less than
+    # this is rounding, and a line search among such steps only burns evaluations (40 in one
+    # iteration in a 100-dimensional subspace, where f is nearly linear and the rise small).
+    floor = torch.finfo(x.dtype).eps * abs(f_x)
+
+    def on_evaluation(f: float) -> str | None:
+        if "f" not in at_iterate:
+            at_iterate["f"] = f
+        elif abs(f - at_iterate["f"]) <= floor:
+            return (
+                f"a step changed f by {f - at_iterate['f']:.2g}, within its rounding ({floor:.2g})"
+            )
+        at_iterate["last"] = f
+        return None
+
     def on_iteration(start: int, it: int) -> None:
+        at_iterate["f"] = at_iterate["last"]  # setulb's new iterate is the last point it asked for
         path[-1].append(scaled(start_best["f"] - f_x, f_x))
         if it == cfg.iters:
             keep_at_iters()
-        if log is None:
-            return
-        done = start * limit + it
-        left = (time.perf_counter() - started) / done * (len(starts) * limit - done)
-        log(
-            f"start {start + 1}/{len(starts)} iteration {it}/{limit}: "
-            f"phi so far {scaled(best['f'] - f_x, f_x):.4g} "
-            f"({loss.evaluations} evaluations, about {left / 60:.1f} min left)"
-        )
+        if log is not None:
+            # one evaluation an iteration to go (what L-BFGS-B's steps take once it has the
+            # scale; the first few take 2-3), and one more per start to go: left within 2× of
+            # the time taken from the second iteration on (docs/sharpness.md)
+            to_go = len(starts) * limit - (start * limit + it) + len(starts) - start - 1
+            left = (time.perf_counter() - started) / (loss.evaluations - before) * to_go
+            log(
+                f"start {start + 1}/{len(starts)} iteration {it}/{limit}: "
+                f"phi so far {scaled(best['f'] - f_x, f_x):.4g} "
+                f"({loss.evaluations} evaluations, about {left / 60:.1f} min left)"
+            )
 
     for i, y0 in enumerate(starts):
         start_best.update(zero)
+        at_iterate.clear()
         path.append([])
         res = minimize_in_box(
             objective, y0, -bound, bound, limit, cfg.gtol, cfg.ftol,
-            on_iteration=lambda it, i=i: on_iteration(i, it),
+            on_iteration=lambda it, i=i: on_iteration(i, it), on_evaluation=on_evaluation,
         )  # fmt: skip
         if res.nit < cfg.iters:  # stopped on its own before `iters`: its best is φ's
             keep_at_iters()
