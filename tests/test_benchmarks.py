@@ -192,6 +192,24 @@ def test_cpu_layout_times_three_ways_side_by_side():
     assert all("(1.00×)" in c for c in rows[0][1:])  # the first way against itself
 
 
+def test_panel_cost_counts_each_measures_work_and_prices_it(trials):
+    """Every measure's row, with counts that are its own (φ takes gradients only, the
+    eigenvalues products only, the average case evaluations of f only) and a cost in gradients
+    that is those counts priced by the timed operations."""
+    out = benchmark("panel_cost.py", trials["LB"][0], "--subset", "60")
+    pattern = r"^\| ([^|]+?) \| (\d+) \| (\d+) \| (\d+) \|"
+    rows = {name: tuple(map(int, n)) for name, *n in re.findall(pattern, out, re.M)}
+    assert set(rows) == {
+        "phi (full space)", "lambda_max", "trace", "density", "worst case, linf",
+        "worst case, l2", "average case",
+    }, out  # fmt: skip
+    assert rows["phi (full space)"][0::2] == (0, 0) and rows["phi (full space)"][1] >= 10
+    assert rows["lambda_max"][:2] == (0, 0) and rows["lambda_max"][2] >= 2
+    assert rows["average case"] == (51, 0, 0)  # f(w) and 50 draws
+    assert rows["trace"][2] >= 50 and rows["worst case, l2"][2] == 20
+    assert re.search(r"a gradient [\d.]+ s, a Hessian-vector product [\d.]+ s", out), out
+
+
 def test_the_benchmarks_import_each_other_without_a_circle():
     """gpu_check.py and paper_projection.py once imported each other; what they share lives in a
     module both import (device_log.py), as floor.py serves the others."""
