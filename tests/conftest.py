@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -79,12 +80,12 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> Non
         assert word in lines[0], lines[0]
 
 
-def small_network(bn: str, deep: bool) -> tuple[nn.Module, tuple]:
-    """A small network after 300 Adam steps on 64 random examples of 3 classes: a trained
+def small_network(bn: str, deep: bool, n: int = 64) -> tuple[nn.Module, tuple]:
+    """A small network after 300 Adam steps on `n` random examples of 3 classes: a trained
     network's curvature (a few large Hessian eigenvalues over a bulk near 0) at a size whose
     Hessian can be formed exactly, for the measures' error-bar checks."""
     torch.manual_seed(0)
-    x, y = torch.randn(64, 6, dtype=torch.float64), torch.randint(0, 3, (64,))
+    x, y = torch.randn(n, 6, dtype=torch.float64), torch.randint(0, 3, (n,))
     if deep:
         layers = [nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)]
     else:
@@ -96,6 +97,16 @@ def small_network(bn: str, deep: bool) -> tuple[nn.Module, tuple]:
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     return model, (x, y)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for tests of tiny tensors: a second thread only waits, and beside
+    another job the wait made them 10× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

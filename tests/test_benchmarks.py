@@ -220,3 +220,19 @@ def test_the_benchmarks_import_each_other_without_a_circle():
     assert graph["paper_projection"] == {"device_log"} and "gpu_check" not in graph["device_log"]
     order = list(TopologicalSorter(graph).static_order())  # CycleError on a circle
     assert order.index("device_log") < order.index("gpu_check")
+
+
+def test_trace_estimators_price_each_way_to_the_trace(trials):
+    """Each estimator's row: Hutchinson with no fixed price, the others with theirs (Lanczos
+    steps, twice the sketch), traces that agree, and the error below which each wins."""
+    out = benchmark("trace_estimators.py", trials["LB"][0], "--subset", "60", "--samples", "6")
+    pattern = r"^\| ([^|]+?) \| (\d+) \| ([\d.e+-]+) \| ([\d.]+) \| (\d+) \| ([^|]+) \|$"
+    rows = {name: rest for name, *rest in re.findall(pattern, out, re.M)}
+    assert list(rows) == [
+        "Hutchinson", "deflated, k = 10", "deflated, k = 30", "Hutch++, sketch 10",
+        "Hutch++, sketch 20",
+    ], out  # fmt: skip
+    assert rows["Hutchinson"][0] == "0" and rows["Hutchinson"][4].strip() == "—"
+    assert rows["Hutch++, sketch 20"][0] == "40" and int(rows["deflated, k = 10"][0]) >= 10
+    traces = [float(r[1]) for r in rows.values()]
+    assert max(traces) - min(traces) <= 0.5 * abs(sum(traces) / len(traces)), traces

@@ -38,8 +38,10 @@ from .objective import (
     LossFn,
     Measures,
     Objective,
+    Sampled,
     cross_entropy_sum,
     measure,
+    resampled,
     standard_error,
 )
 
@@ -82,8 +84,9 @@ class WorstL2Config(WorstConfig):
 
 
 @dataclass(frozen=True)
-class AverageConfig(Evaluation):
-    """Adaptive average-case sharpness: the mean rise of f under δ ~ N(0, σ² diag(w²))."""
+class AverageConfig(Sampled):
+    """Adaptive average-case sharpness: the mean rise of f under δ ~ N(0, σ² diag(w²)), each
+    draw's rise over all the examples or over its own random subset of `sample` of them."""
 
     sigma: float = setting(0.01, "σ, the relative standard deviation of the perturbation")
     draws: int = setting(50, "Monte Carlo draws (each one evaluation of f)")
@@ -222,14 +225,19 @@ def worst_case(f: Objective, cfg: WorstConfig, log: Log = None) -> dict[str, obj
 
 
 def average_case(f: Objective, cfg: AverageConfig, log: Log = None) -> dict[str, object]:
-    """E f(w + δ) − f(w) over δ ~ N(0, σ² diag(w²)), with its standard error."""
+    """E f(w + δ) − f(w) over δ ~ N(0, σ² diag(w²)), with its standard error. Sampled, a draw's
+    rise is f_S(w + δ) − f_S(w) over its own subset S: both terms over the same examples, so
+    the subset's own level cancels and only its effect on the rise adds to the spread."""
     w = f.theta0
     f_w, _ = f(w, grad=False)
+    draw = resampled(f, cfg.sample, cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     rises = []
     for i in range(cfg.draws):
         z = torch.randn(w.numel(), generator=gen, dtype=torch.float64).to(w)
-        rises.append(f(w + cfg.sigma * w.abs() * z, grad=False)[0] - f_w)
+        g = draw()
+        base = f_w if g is f else g(w, grad=False)[0]
+        rises.append(g(w + cfg.sigma * w.abs() * z, grad=False)[0] - base)
         if log is not None and (i + 1) % max(1, cfg.draws // 5) == 0:
             log(f"draw {i + 1}/{cfg.draws}: mean rise {np.mean(rises):.6g}")
     return {

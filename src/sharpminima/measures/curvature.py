@@ -31,8 +31,10 @@ from .objective import (
     LossFn,
     Measures,
     Objective,
+    Sampled,
     cross_entropy_sum,
     measure,
+    resampled,
     standard_error,
 )
 
@@ -55,6 +57,15 @@ def product(f: Objective, cfg: HessianEvaluation) -> MatVec:
     return f.compiled_hvp() if cfg.compile else f.hvp
 
 
+def sampled_product(f: Objective, cfg: TraceConfig) -> MatVec:
+    """v ↦ H_S v for a fresh random subset S of `cfg.sample` examples at every call, so that
+    each of Hutchinson's samples vᵀH_S v is drawn over its own v and S (all examples: Hv)."""
+    if not cfg.sample:
+        return product(f, cfg)
+    draw = resampled(f, cfg.sample, cfg.seed)
+    return lambda v: draw().hvp(v)
+
+
 @dataclass(frozen=True)
 class EigenConfig(HessianEvaluation):
     """The k largest eigenvalues of H (Lanczos)."""
@@ -71,8 +82,9 @@ class EigenConfig(HessianEvaluation):
 
 
 @dataclass(frozen=True)
-class TraceConfig(HessianEvaluation):
-    """tr(H) by Hutchinson's estimator with Rademacher vectors."""
+class TraceConfig(Sampled, HessianEvaluation):
+    """tr(H) by Hutchinson's estimator with Rademacher vectors, each over all the examples or
+    over a random subset of `sample` of them (E over subsets of H_S is H)."""
 
     rel_se: float = setting(0.05, "stop when the standard error is at most this × |trace|")
     min_samples: int = setting(50, "samples at least (fewer make the standard error too narrow)")
@@ -82,6 +94,8 @@ class TraceConfig(HessianEvaluation):
         super().check()
         if self.rel_se <= 0 or self.min_samples < 2 or self.max_samples < self.min_samples:
             raise UserError("need rel-se > 0, min-samples ≥ 2 and max-samples ≥ min-samples")
+        if self.sample and self.compile:
+            raise UserError("compile would recompile for every sampled subset: drop one of them")
 
 
 @dataclass(frozen=True)
@@ -337,7 +351,10 @@ MEASURES: Measures = {
         EigenConfig,
         lambda f, cfg, log: top_eigenvalues(product(f, cfg), f.theta0, cfg, log),
     ),
-    "trace": (TraceConfig, lambda f, cfg, log: hutchinson(product(f, cfg), f.theta0, cfg, log)),
+    "trace": (
+        TraceConfig,
+        lambda f, cfg, log: hutchinson(sampled_product(f, cfg), f.theta0, cfg, log),
+    ),
     "density": (
         DensityConfig,
         lambda f, cfg, log: quadrature(product(f, cfg), f.theta0, cfg, log),

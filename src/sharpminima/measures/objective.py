@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 from torch.func import functional_call, grad, jvp
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torch.utils.data import DataLoader, RandomSampler
 
@@ -49,6 +50,20 @@ class Evaluation:
             raise UserError(f"unknown BatchNorm mode {self.bn!r}: use 'batch' or 'running'")
         if self.chunk < 2:
             raise UserError(f"chunk must be at least 2 (BatchNorm needs two), got {self.chunk}")
+
+
+@dataclass(frozen=True)
+class Sampled(Evaluation):
+    """For the Monte Carlo measures (the trace, the average case): each sample over its own
+    random subset of the examples, so one sample costs sample/n of the whole set and the
+    spread of the samples, hence their standard error, includes the subsampling."""
+
+    sample: int = setting(0, "examples per Monte Carlo sample, each a fresh random subset (0: all)")
+
+    def check(self) -> None:
+        super().check()
+        if self.sample == 1 or self.sample < 0:
+            raise UserError(f"sample must be 0 (all examples) or at least 2, got {self.sample}")
 
 
 def cross_entropy_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -87,6 +102,7 @@ class Objective:
         if self.n == 0:
             raise UserError("no examples to evaluate f on: pass a non-empty dataset")
         self.evaluations = 0
+        self.parent: Objective | None = None
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if isinstance(self.data, tuple):
@@ -99,7 +115,7 @@ class Objective:
 
     def __call__(self, theta: torch.Tensor, grad: bool = True) -> tuple[float, torch.Tensor | None]:
         """f(θ), and ∇f(θ) if `grad`; the model keeps θ until `restore()`."""
-        self.evaluations += 1
+        self._count()
         vector_to_parameters(theta, self.params)
         for p in self.params:
             p.grad = None
@@ -150,7 +166,7 @@ class Objective:
         """Σ over the chunks of `chunk(pieces, x, y)`, each chunk's share of H v (one tensor per
         parameter; `pieces` is v cut to the parameters' shapes), at θ0, flattened."""
         vector_to_parameters(self.theta0, self.params)
-        self.evaluations += 1
+        self._count()
         out = torch.zeros_like(self.theta0)
         parts = v.to(self.theta0).split([p.numel() for p in self.params])
         pieces = [t.view_as(p) for t, p in zip(parts, self.params, strict=True)]
@@ -162,6 +178,45 @@ class Objective:
     def restore(self) -> None:
         """Put θ0 back into the model."""
         vector_to_parameters(self.theta0, self.params)
+
+    def _count(self) -> None:
+        self.evaluations += 1
+        if self.parent is not None:
+            self.parent._count()
+
+    def subset(self, index: torch.Tensor) -> Objective:
+        """f over the examples `index` only, at the same θ0, in equal chunks of at most `chunk`
+        (a short last chunk would give batch-statistics BatchNorm a noisier batch); its
+        evaluations count as this f's too."""
+        if not isinstance(self.data, tuple):
+            raise UserError("sampling needs the examples as a pair (x, y), not batches")
+        x, y = self.data
+        pieces = -(-len(index) // self.chunk)
+        index = index.to(x.device)
+        sub = Objective(self.model, (x[index], y[index]), self.bn, -(-len(index) // pieces))
+        sub.loss, sub.theta0, sub.parent = self.loss, self.theta0, self
+        return sub
+
+
+def resampled(f: Objective, size: int, seed: int) -> Callable[[], Objective]:
+    """f over a fresh uniformly random subset of `size` examples at each call (0: f itself).
+    The subsets come from their own stream of `seed`, apart from the measures' vectors, in
+    random order: chunks of a sorted subset would inherit any order the data are stored in.
+    With batch-statistics BatchNorm a subset holds a chunk at least, so each of its batches is
+    at least half of f's."""
+    if size == 0 or size == f.n:
+        return lambda: f
+    if size > f.n:
+        raise UserError(f"sample {size} is more than the {f.n} examples: use at most {f.n}")
+    batch_statistics = f.bn == "batch" and any(isinstance(m, _BatchNorm) for m in f.model.modules())
+    if batch_statistics and size < min(f.chunk, f.n):
+        raise UserError(
+            f"sample {size} is less than a chunk ({f.chunk}): with batch-statistics BatchNorm "
+            "its batches would be smaller than f's, and a small batch's curvature is biased "
+            "upward (docs/panel.md); raise sample to a chunk or more, or lower chunk"
+        )
+    rng = np.random.default_rng([seed, 1])
+    return lambda: f.subset(torch.from_numpy(rng.permutation(f.n)[:size]))
 
 
 # A measure: its settings class, and what it computes from f, the settings and a log.
@@ -188,7 +243,8 @@ def measure(
     finally:
         f.restore()
     return {"measure": what, **result, **asdict(cfg), "n_params": f.theta0.numel(),
-            "evaluations": f.evaluations, "seconds": time.perf_counter() - started}  # fmt: skip
+            "n_examples": f.n, "evaluations": f.evaluations,
+            "seconds": time.perf_counter() - started}  # fmt: skip
 
 
 def standard_error(samples: list[float] | np.ndarray) -> float:
