@@ -5,12 +5,15 @@
 Each measure (φ in the full space, λ_max, the trace, the density, the ℓ∞ and ℓ2 worst cases,
 the average case) runs at its settings' defaults on the run's first `--subset` training
 examples, counting what it asks of f: evaluations of f alone, of f and ∇f (gradients), and
-Hessian-vector products. One of each is then timed on the whole training set (the panel's
-chunk, 5000), and a measure's cost on the whole set is its counts times those times, in seconds
-and in gradients. The counts are the subset's: where a measure adapts (Lanczos steps, Hutchinson
-samples, worst-case starts, L-BFGS-B's line searches) the whole set may need more or fewer;
-`subset seconds` is what the subset run took, as a check on the per-operation times. Printed
-with the device, threads, seed and versions (docs/performance.md).
+Hessian-vector products, each in units of the whole subset (an operation on a tenth of it
+counts 0.1). The sampled rows run the trace and the average case with each sample over its own
+10% of the examples (`sample`, chunks of that size, docs/panel.md). One of each operation is
+then timed on the whole training set (the panel's chunk, 5000), and a measure's cost on the
+whole set is its counts times those times, in seconds and in gradients. The counts are the
+subset's: where a measure adapts (Lanczos steps, Hutchinson samples, worst-case starts,
+L-BFGS-B's line searches) the whole set may need more or fewer; `subset seconds` is what the
+subset run took, as a check on the per-operation times. Printed with the device, threads, seed
+and versions (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -41,20 +44,26 @@ MEASURES = {
 }
 
 
+SAMPLED = 0.1  # the sampled rows' share of the examples per sample
+
+
 class Counted:
-    """Objective's f, ∇f and H·v, counted, for the length of a `with`."""
+    """Objective's f, ∇f and H·v, counted for the length of a `with` in units of `n` examples."""
+
+    def __init__(self, n: int):
+        self.n = n
 
     def __enter__(self) -> Counter:
         self.calls, self.saved = Counter(), (Objective.__call__, Objective.hvp)
         call, hvp = self.saved
-        counts = self.calls
+        counts, n = self.calls, self.n
 
         def counted_call(f, theta, grad=True):
-            counts["gradients" if grad else "f"] += 1
+            counts["gradients" if grad else "f"] += f.n / n
             return call(f, theta, grad)
 
         def counted_hvp(f, v):
-            counts["products"] += 1
+            counts["products"] += f.n / n
             return hvp(f, v)
 
         Objective.__call__, Objective.hvp = counted_call, counted_hvp
@@ -100,9 +109,14 @@ def main() -> None:
           f"{device_name(device)}, {torch.get_num_threads()} threads, seed 0 (the settings'), "
           f"torch {torch.__version__}, Python {platform.python_version()}")  # fmt: skip
 
+    size = round(SAMPLED * args.subset)
+    sampled = {
+        f"trace, {SAMPLED:.0%} a sample": TraceConfig(sample=size, chunk=size),
+        f"average case, {SAMPLED:.0%} a draw": AverageConfig(sample=size, chunk=size),
+    }
     counts, subset_seconds = {}, {}
-    for name, cfg in MEASURES.items():
-        with Counted() as calls:
+    for name, cfg in {**MEASURES, **sampled}.items():
+        with Counted(args.subset) as calls:
             subset_seconds[name] = run_measure(model, x[: args.subset], y[: args.subset], cfg)
         counts[name] = calls
 
@@ -122,7 +136,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, calls in counts.items():
         total = sum(calls[k] * seconds[k] for k in seconds)
-        print(f"| {name} | {calls['f']} | {calls['gradients']} | {calls['products']} | "
+        print(f"| {name} | {calls['f']:.4g} | {calls['gradients']:.4g} | {calls['products']:.4g} | "
               f"{total / seconds['gradients']:.0f} | {total:.0f} | "
               f"{subset_seconds[name]:.1f} |")  # fmt: skip
 

@@ -201,13 +201,17 @@ def test_panel_cost_counts_each_measures_work_and_prices_it(trials):
     rows = {name: tuple(map(int, n)) for name, *n in re.findall(pattern, out, re.M)}
     assert set(rows) == {
         "phi (full space)", "lambda_max", "trace", "density", "worst case, linf",
-        "worst case, l2", "average case",
+        "worst case, l2", "average case", "trace, 10% a sample", "average case, 10% a draw",
     }, out  # fmt: skip
     assert rows["phi (full space)"][0::2] == (0, 0) and rows["phi (full space)"][1] >= 10
     assert rows["lambda_max"][:2] == (0, 0) and rows["lambda_max"][2] >= 2
     assert rows["average case"] == (51, 0, 0)  # f(w) and 50 draws
     assert rows["trace"][2] >= 50 and rows["worst case, l2"][2] == 20
     assert re.search(r"a gradient [\d.]+ s, a Hessian-vector product [\d.]+ s", out), out
+    sampled = re.search(r"^\| trace, 10% a sample \| 0 \| 0 \| ([\d.]+) \|", out, re.M)
+    assert sampled and 5 <= float(sampled[1]) <= 20.0001, out  # 50-200 samples of a tenth
+    draws = re.search(r"^\| average case, 10% a draw \| ([\d.]+) \| 0 \| 0 \|", out, re.M)
+    assert draws and float(draws[1]) == pytest.approx(1 + 100 * 0.1), out  # f(w), 2 per draw
 
 
 def test_the_benchmarks_import_each_other_without_a_circle():

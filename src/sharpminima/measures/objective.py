@@ -211,9 +211,9 @@ def resampled(f: Objective, size: int, seed: int) -> Callable[[], Objective]:
     batch_statistics = f.bn == "batch" and any(isinstance(m, _BatchNorm) for m in f.model.modules())
     if batch_statistics and size < min(f.chunk, f.n):
         raise UserError(
-            f"sample {size} is less than a chunk ({f.chunk}): with batch-statistics BatchNorm "
-            "its batches would be smaller than f's, and a small batch's curvature is biased "
-            "upward (docs/panel.md); raise sample to a chunk or more, or lower chunk"
+            f"sample {size} is less than a chunk ({min(f.chunk, f.n)}): with batch-statistics "
+            "BatchNorm its batches would be smaller than f's, and a small batch's curvature is "
+            "biased upward (docs/panel.md); raise sample to a chunk or more, or lower chunk"
         )
     rng = np.random.default_rng([seed, 1])
     return lambda: f.subset(torch.from_numpy(rng.permutation(f.n)[:size]))
