@@ -74,6 +74,16 @@ def test_a_network_can_have_its_own_trials_and_panel(tmp_path):
     assert "figures/F1/density.png" in out and "figures/C1/density.png" not in out
     c1 = [j for j in out.split("rule train:")[1:] if "--network C1" in j]
     assert len(c1) == 6 and all("--max-epochs 10" in j for j in c1)
+    # memory declared per network (networks.C1.mem_mb; F1 keeps the default)
+    declared = {
+        (rule, "C1" if "/C1/" in job.split("rule ")[0] else "F1"): re.search(r"mem_mb=(\d+)", job)[
+            1
+        ]
+        for rule in ("train", "sharpness", "panel_measure")
+        for job in out.split(f"rule {rule}:")[1:]
+    }
+    assert declared[("train", "C1")] == "20000" and declared[("train", "F1")] == "8000"
+    assert declared[("sharpness", "C1")] == "20048" and declared[("panel_measure", "F1")] == "8000"
 
 
 @pytest.mark.parametrize("profile", ["default", "slurm"])
@@ -138,6 +148,10 @@ def test_sensitivity_report_dry_run(tmp_path):
         ("networks={'F1': {'dataset': 'cifar10'}}", ["networks.F1.dataset: 'cifar10' is not"]),
         ("networks={'F9': {'dataset': 'mnist'}}", ["config: networks: 'F9' is not one of"]),
         ("datasets={'mnist': {'source': 'mnist', 'phones': 48}}", ["datasets.mnist: 'phones'"]),
+        (
+            "networks={'F1': {'dataset': 'mnist', 'mem_mb': {'train': 2.5}}}",
+            ["networks.F1.mem_mb.train:", "is not of type 'integer'"],
+        ),
     ],
 )
 def test_bad_config_stops_with_one_line(tmp_path, override, words):

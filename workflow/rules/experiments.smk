@@ -41,7 +41,7 @@ rule directions:
         ENV
     threads: config["sharpness_threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wc: mem_of(wc.network, "measure"),
         runtime=120,
         gpu=config["gpu"],
     params:
@@ -70,7 +70,8 @@ rule trajectory:
     threads: config["sharpness_threads"]
     resources:
         cache_mb=config["sharpness"]["cache_mb"],
-        mem_mb=8000 + config["sharpness"]["cache_mb"],
+        mem_mb=lambda wc: mem_of(wc.network, "measure")
+        + config["sharpness"]["cache_mb"],
         runtime=600,
         gpu=config["gpu"],
     params:

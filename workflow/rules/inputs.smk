@@ -197,6 +197,13 @@ def sensitivity_inputs(wildcards):
     )
 
 
+def mem_of(network, stage):
+    """A job's memory in MB: networks.<net>.mem_mb.<stage> (train, or measure for φ and the
+    panel), else 8000. C1 on Fashion-MNIST peaked at 17,310 MB training LB and 15,573 MB for φ
+    (its benchmark files' max_rss), so a scheduler that trusts the default kills it."""
+    return config["networks"][network].get("mem_mb", {}).get(stage, 8000)
+
+
 def panel_options(stage, what):
     """A panel measure's settings: its stage's shared ones (bn, chunk, seed) and its own."""
     shared = {k: v for k, v in config[stage].items() if not isinstance(v, dict)}

@@ -21,7 +21,7 @@ rule panel_measure:
         ENV
     threads: config["sharpness_threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wc: mem_of(wc.network, "measure"),
         runtime=240,
         gpu=config["gpu"],
     params:
@@ -46,7 +46,7 @@ rule matched:
         ENV
     threads: config["sharpness_threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wc: mem_of(wc.network, "measure"),
         runtime=600,
         gpu=config["gpu"],
     params:

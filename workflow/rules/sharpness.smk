@@ -18,7 +18,8 @@ rule sharpness:
     threads: config["sharpness_threads"]
     resources:
         cache_mb=config["sharpness"]["cache_mb"],  # memory for A; no effect on φ, so no rerun
-        mem_mb=8000 + config["sharpness"]["cache_mb"],
+        mem_mb=lambda wc: mem_of(wc.network, "measure")
+        + config["sharpness"]["cache_mb"],
         runtime=120,
         gpu=config["gpu"],
     params:

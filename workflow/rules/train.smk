@@ -18,7 +18,7 @@ rule train:
         ENV
     threads: config["train_threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wc: mem_of(wc.network, "train"),
         runtime=240,
         gpu=config["gpu"],
     params:
