@@ -27,7 +27,7 @@ from sharpminima.measures.curvature import (
 from sharpminima.measures.objective import Objective, resampled
 from sharpminima.models import build
 
-from .conftest import assert_one_line_error, cli, small_network
+from .conftest import assert_one_line_error, cli, small_network, trained
 
 
 def symmetric(n: int, eigenvalues: np.ndarray, seed: int = 0) -> torch.Tensor:
@@ -154,13 +154,7 @@ def random_network(case: int, bn: str, n: int) -> tuple[nn.Module, tuple]:
         out = int(rng.integers(4, 9))
         layers += [nn.Linear(width, out), *([nn.BatchNorm1d(out)] if bn != "none" else []), act()]
         width = out
-    model = nn.Sequential(*layers, nn.Linear(width, 3)).double()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(300):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model, (x, y)
+    return trained([*layers, nn.Linear(width, 3)], x, y)
 
 
 def per_example_hessians(model: nn.Module, data: tuple) -> torch.Tensor:
