@@ -7,7 +7,8 @@ the average case) runs at its settings' defaults on the run's first `--subset` t
 examples, counting what it asks of f: evaluations of f alone, of f and ∇f (gradients), and
 Hessian-vector products, each in units of the whole subset (an operation on a tenth of it
 counts 0.1). The sampled rows run the trace and the average case with each sample over its own
-10% of the examples (`sample`, chunks of that size, docs/panel.md). One of each operation is
+10% of the examples, and the worst cases with each start's ascent over its own 10% (`sample`,
+chunks of that size, docs/panel.md). One of each operation is
 then timed on the whole training set (the panel's chunk, 5000), and a measure's cost on the
 whole set is its counts times those times, in seconds and in gradients. The counts are the
 subset's: where a measure adapts (Lanczos steps, Hutchinson samples, worst-case starts,
@@ -113,6 +114,8 @@ def main() -> None:
     sampled = {
         f"trace, {SAMPLED:.0%} a sample": TraceConfig(sample=size, chunk=size),
         f"average case, {SAMPLED:.0%} a draw": AverageConfig(sample=size, chunk=size),
+        f"worst case, linf, {SAMPLED:.0%} a start": WorstConfig(sample=size, chunk=size),
+        f"worst case, l2, {SAMPLED:.0%} a start": WorstL2Config(sample=size, chunk=size),
     }
     counts, subset_seconds = {}, {}
     for name, cfg in {**MEASURES, **sampled}.items():

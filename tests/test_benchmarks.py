@@ -6,12 +6,14 @@ import importlib.util
 import re
 import subprocess
 import sys
+from types import ModuleType
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from sharpminima.measures.curvature import EigenConfig, top_eigenvalues
 from sharpminima.measures.objective import Objective
 from sharpminima.models import build, evaluation
 
@@ -99,14 +101,18 @@ def test_hessian_benchmark_agrees_with_pyhessian(trials):
     assert re.search(r"lambda_max, ours: .* ([\d.]+)x the floor; its matmuls alone", out), out
 
 
-@pytest.fixture
-def floor(monkeypatch):
-    """benchmarks/floor.py as a module: benchmarks/ is a folder of scripts, not a package."""
-    spec = importlib.util.spec_from_file_location("floor", REPO / "benchmarks" / "floor.py")
+def script(name: str, monkeypatch) -> ModuleType:
+    """benchmarks/`name`.py as a module: benchmarks/ is a folder of scripts, not a package."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "floor", module)  # its dataclass looks itself up there
+    monkeypatch.setitem(sys.modules, name, module)  # a dataclass looks itself up there
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def floor(monkeypatch):
+    return script("floor", monkeypatch)
 
 
 @pytest.mark.parametrize("network", ["F1", "C1"])
@@ -197,11 +203,12 @@ def test_panel_cost_counts_each_measures_work_and_prices_it(trials):
     eigenvalues products only, the average case evaluations of f only) and a cost in gradients
     that is those counts priced by the timed operations."""
     out = benchmark("panel_cost.py", trials["LB"][0], "--subset", "60")
-    pattern = r"^\| ([^|]+?) \| (\d+) \| (\d+) \| (\d+) \|"
-    rows = {name: tuple(map(int, n)) for name, *n in re.findall(pattern, out, re.M)}
+    pattern = r"^\| ([^|]+?) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|"
+    rows = {name: tuple(map(float, n)) for name, *n in re.findall(pattern, out, re.M)}
     assert set(rows) == {
         "phi (full space)", "lambda_max", "trace", "density", "worst case, linf",
         "worst case, l2", "average case", "trace, 10% a sample", "average case, 10% a draw",
+        "worst case, linf, 10% a start", "worst case, l2, 10% a start",
     }, out  # fmt: skip
     assert rows["phi (full space)"][0::2] == (0, 0) and rows["phi (full space)"][1] >= 10
     assert rows["lambda_max"][:2] == (0, 0) and rows["lambda_max"][2] >= 2
@@ -212,6 +219,11 @@ def test_panel_cost_counts_each_measures_work_and_prices_it(trials):
     assert sampled and 5 <= float(sampled[1]) <= 20.0001, out  # 50-200 samples of a tenth
     draws = re.search(r"^\| average case, 10% a draw \| ([\d.]+) \| 0 \| 0 \|", out, re.M)
     assert draws and float(draws[1]) == pytest.approx(1 + 100 * 0.1), out  # f(w), 2 per draw
+    # ∇f(w) over all; 20 power steps on a tenth; per start (6 at least) ∇f_S(w) and its ascent
+    # on a tenth, then f over all at the point found
+    f, gradients, products = rows["worst case, l2, 10% a start"]
+    assert products == pytest.approx(2) and f == int(f) and f >= 6, out
+    assert 1 + 0.1 * 2 * f <= gradients <= 1 + 0.1 * f * 102, out  # at most 101 steps a start
 
 
 def test_the_benchmarks_import_each_other_without_a_circle():
@@ -240,3 +252,27 @@ def test_trace_estimators_price_each_way_to_the_trace(trials):
     assert rows["Hutch++, sketch 20"][0] == "40" and int(rows["deflated, k = 10"][0]) >= 10
     traces = [float(r[1]) for r in rows.values()]
     assert max(traces) - min(traces) <= 0.5 * abs(sum(traces) / len(traces)), traces
+
+
+def test_lanczos_stopping_asks_curvatures_own_rule_and_prices_the_guard(monkeypatch, one_thread):
+    """The table's first rule is `top_eigenvalues`' own (it stops at the same step on every
+    spectrum), and its rows keep their order of cost: dropping guards never adds a step, and
+    the rule with no guard misses at least as often as the guarded ones."""
+    stopping = script("lanczos_stopping", monkeypatch)
+    ours = next(iter(stopping.rules(1e-3)))
+    for close in (True, False):
+        for seed in range(4):
+            _, d = stopping.spectrum(seed, close, 2000)
+            cfg = EigenConfig(k=1, tol=1e-3, max_steps=40, seed=seed)
+            steps = top_eigenvalues(lambda v, d=d: d * v, d, cfg)["steps"]
+            assert stopping.stops(range(seed, seed + 1), close, 1e-3, 2000, 40)[ours] == [
+                (steps, False)
+            ]
+    out = benchmark("lanczos_stopping.py", "--spectra", "12", "--size", "2000")
+    rows = re.findall(r"^\| ([^|]+?) \| (\d+), ([\d.]+) \| (\d+), ([\d.]+) \|$", out, re.M)
+    assert len(rows) == 5, out
+    for kind in (0, 2):
+        misses = [int(r[1 + kind]) for r in rows]
+        steps = [float(r[2 + kind]) for r in rows]
+        assert steps[1] <= steps[0] and steps[2] <= steps[1] and steps[4] <= steps[3] <= steps[2]
+        assert misses[4] >= max(misses[1:4]), out

@@ -239,6 +239,24 @@ def test_each_sample_takes_its_own_subset_in_equal_chunks():
         resampled(f, 101, seed=0)
 
 
+def test_lambda_max_on_a_fixed_subset_is_its_subsets_and_biased_upward(one_thread):
+    """`sample` on the eigenvalues runs Lanczos on one random subset, the one `resampled`
+    draws first for the seed: its λ_max is that subset's exact top eigenvalue, and over seeds
+    it lies above the whole set's on average (E λ_max(H_S) ≥ λ_max(E H_S) = λ_max(H): with
+    running statistics the subsets' Hessians average to H)."""
+    model, data = small_network("running", False, n=200)
+    whole = torch.linalg.eigvalsh(exact_hessian(model, data, "running")[0])[-1].item()
+    tops = []
+    for seed in range(8):
+        cfg = EigenConfig(k=1, tol=1e-9, max_steps=200, bn="running", seed=seed, sample=40)
+        result = curvature(model, data, cfg)
+        sub = resampled(Objective(model, data, bn="running", chunk=cfg.chunk), 40, seed)()
+        exact = torch.linalg.eigvalsh(exact_hessian(model, sub.data, "running")[0])[-1].item()
+        assert result["lambda_max"] == pytest.approx(exact, rel=1e-6)
+        tops.append(exact)
+    assert np.mean(tops) > whole and len(set(tops)) == 8, (tops, whole)
+
+
 def test_quadrature_recovers_a_small_spectrum_exactly():
     values = np.array([-1.0, 0.5, 2.0, 3.0, 7.0])
     a = symmetric(5, values)

@@ -67,9 +67,12 @@ def sampled_product(f: Objective, cfg: TraceConfig) -> MatVec:
 
 
 @dataclass(frozen=True)
-class EigenConfig(HessianEvaluation):
+class EigenConfig(Sampled, HessianEvaluation):
     """The k largest eigenvalues of H (Lanczos)."""
 
+    sample: int = setting(
+        0, "examples the Lanczos run uses, one fixed random subset (0: all; λ_max biased upward)"
+    )
     k: int = setting(5, "eigenvalues wanted, the largest")
     tol: float = setting(1e-3, "stop when each wanted Ritz residual is at most tol × |eigenvalue|")
     max_steps: int = setting(100, "Lanczos steps at most (each one Hessian-vector product)")
@@ -349,7 +352,9 @@ def density(
 MEASURES: Measures = {
     "eigenvalues": (
         EigenConfig,
-        lambda f, cfg, log: top_eigenvalues(product(f, cfg), f.theta0, cfg, log),
+        lambda f, cfg, log: top_eigenvalues(
+            product(resampled(f, cfg.sample, cfg.seed)(), cfg), f.theta0, cfg, log
+        ),
     ),
     "trace": (
         TraceConfig,
