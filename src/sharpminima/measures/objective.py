@@ -57,7 +57,8 @@ class Sampled(Evaluation):
     """For the measures that may work on subsets: the Monte Carlo ones (the trace, the average
     case) take each sample over its own random subset of the examples, so one sample costs
     sample/n of the whole set and the spread of the samples, hence their standard error,
-    includes the subsampling; the worst cases ascend on subsets (adaptive.py)."""
+    includes the subsampling; the worst cases ascend on subsets (adaptive.py), and λ_max
+    may run on one fixed subset, by choice (curvature.py)."""
 
     sample: int = setting(0, "examples per Monte Carlo sample, each a fresh random subset (0: all)")
 
