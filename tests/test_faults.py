@@ -250,7 +250,7 @@ def test_an_input_that_is_not_a_file_is_named_as_such(mnist_like, tmp_path, stag
     path = {"folder": tmp_path, "device": Path("/dev/null"), "missing": tmp_path / "no.h5"}[given]
     args = ["train", *TRAIN, "--data", path] if stage == "train" else ["sharpness", path]
     proc = cli(*args, "--out", tmp_path / "out.h5", check=False)
-    words = {"folder": "is a folder, not a file", "device": "is a device or a pipe, not a file",
+    words = {"folder": "is a folder, not a file", "device": "is a device, not a file",
              "missing": "does not exist"}[given]  # fmt: skip
     assert_one_line_error(proc, words)
     assert "corrupted" not in proc.stderr

@@ -4,6 +4,7 @@ partial grids of points that a killed job resumes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import faulthandler
 import glob
 import hashlib
@@ -22,68 +23,99 @@ import h5py
 import numpy as np
 
 from .errors import UserError
+from .guard import note_input, refuse_over_input, refuse_special
 
 
 def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
     """h5py.File with best-effort locking: HDF5 locks where the file system can, and carries on
     where it cannot (NFS and Lustre often refuse locks, and HDF5's default then fails every open).
-    Nothing relies on the locks: each file has one writer, and readers open finished files.
+    Nothing relies on them: each output has one writer (`guard.sole_writer`), readers open
+    finished files, and a reader gets the version its header probe read, not one that replaced
+    it in between.
 
     Writers get no chunk cache: HDF5 2.0 crashes the process (at close or at exit) after it
     fails to flush a cached chunk, as on a full disk; uncached, the write itself fails and
     raises, and the file closes cleanly (`test_faults`, full disks).
     """
-    if mode == "r":
-        require_file(path)
-        _probe(Path(path))
-    cache = {} if mode == "r" else {"rdcc_nbytes": 0}
-    return h5py.File(path, mode, locking="best-effort", **cache)
+    if mode != "r":
+        return h5py.File(path, mode, locking="best-effort", rdcc_nbytes=0)
+    require_file(path)
+    for _ in range(3):  # the file replaced between probe and open: probe what was opened
+        probed = _probe(Path(path))
+        f = h5py.File(path, "r", locking="best-effort")
+        if _version(os.fstat(f.id.get_vfd_handle())) == probed:
+            return f
+        f.close()
+    raise OSError(errno.EAGAIN, "it keeps being replaced while read: wait for its writer", path)
 
 
 _PROBED: set[tuple[int, ...]] = set()
 PROBE_SECONDS = 120  # a header walk takes milliseconds; a slow network file system, seconds
 
 
-def _probe(path: Path) -> None:
+def _probe(path: Path) -> tuple[int, ...]:
     """Read every header field of `path` in a child process before this one does: a damaged
     header can make the HDF5 library itself crash (a segmentation fault) or loop forever, as
     one flipped bit in its global heap does, and no exception catches either. Raises
     ValueError if the child died; any other defect is left to the reader, which reports it in
     its own words. Once per file version and process; Linux only (fork without exec is unsafe
-    on macOS), about 20 ms."""
-    if sys.platform != "linux":
-        return
-    st = path.stat()
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if key in _PROBED:
-        return
+    on macOS), about 20 ms. Returns the version probed."""
+    key = _version(path.stat())
+    if sys.platform != "linux" or key in _PROBED:
+        return key
     with warnings.catch_warnings():  # Python ≥ 3.12 warns of fork in a threaded process
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid == 0:  # the child: walk the header, exit without any cleanup
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report
         faulthandler.disable()  # a crash is reported by the parent, in one line
         signal.signal(signal.SIGALRM, signal.SIG_DFL)  # a handler would never run in HDF5's loop
         signal.alarm(PROBE_SECONDS)
+        status = 0
         try:
-            _walk_header(path)
+            status = _walk_header(path)
         finally:
-            os._exit(0)
+            os._exit(status)
     _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == ELSEWHERE:
+        raise UserError(
+            f"{path} keeps data in other files (an HDF5 external link, external storage or a "
+            "virtual dataset), which sharpminima does not follow: give a self-contained copy "
+            "(h5repack copies the data in)"
+        )
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         how = f"hang (over {PROBE_SECONDS} s)" if sig == signal.SIGALRM else "crash"
         raise ValueError(f"its header makes the HDF5 library {how}: {signal.Signals(sig).name}")
     _PROBED.add(key)
+    return key
 
 
-def _walk_header(path: Path) -> None:
-    """Touch what a reader can: every object, attribute, datatype, shape and chunk index."""
+def _version(st: os.stat_result) -> tuple[int, ...]:
+    """What tells one version of a file from another: a replaced file is another inode."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+ELSEWHERE = 3  # the probe's exit status for a file that refers to data in other files
+
+
+def _walk_header(path: Path) -> int:
+    """Touch what a reader can: every object, attribute, datatype, shape and chunk index.
+    Returns ELSEWHERE, before anything follows it, if the file refers to another: opening that
+    one could read anything, or block for ever on a FIFO."""
     with h5py.File(path, "r", locking="best-effort") as f:
+        links: list = []
+        f.visititems_links(lambda name, link: links.append(link))
+        if any(isinstance(link, h5py.ExternalLink) for link in links):
+            return ELSEWHERE
+        elsewhere = []
 
         def visit(name: str, obj: h5py.HLObject) -> None:
             for key in obj.attrs:
                 obj.attrs[key]
-            if isinstance(obj, h5py.Dataset):
+            if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+                elsewhere.append(name)
+            elif isinstance(obj, h5py.Dataset):
                 nbytes = obj.size * obj.dtype.itemsize  # its datatype and dataspace
                 if obj.chunks:
                     for i in range(obj.id.get_num_chunks()):
@@ -93,18 +125,27 @@ def _walk_header(path: Path) -> None:
 
         visit("/", f)
         f.visititems(visit)
+        return ELSEWHERE if elsewhere else 0
 
 
 def require_file(path: str | os.PathLike) -> None:
     """Refuse an input that is not a regular file, naming what it is: a folder or a device
     given as a file is not "unreadable", and a missing one is not "corrupted"."""
     p = Path(path)
+    note_input(p)
     if p.is_dir():
         raise UserError(f"{p} is a folder, not a file: give the file inside it")
     if not p.exists():
         raise UserError(f"{p} does not exist: check the path")
-    if not p.is_file():
-        raise UserError(f"{p} is a device or a pipe, not a file: give a file")
+    refuse_special(p, "input")
+    try:
+        with open(p, "rb"):
+            pass
+    except PermissionError:
+        raise UserError(
+            f"{p} cannot be read: permission denied: make it readable (chmod u+r) or run as a "
+            "user allowed to read it"
+        ) from None
 
 
 def json_text(value: object) -> str:
@@ -147,6 +188,9 @@ def restore_non_finite(value: dict) -> dict:
     return value
 
 
+JSON_BYTES = 64 << 20  # a result JSON is kilobytes; a trajectory's, with every φ path, a few MiB
+
+
 def read_json(path: str | os.PathLike, need: Iterable[str], made_by: str) -> dict:
     """A result file's JSON object, with the keys `need`; anything else (a folder, an empty
     file, an HDF5 file, a list) is one UserError saying what it is and what `made_by` (the
@@ -155,6 +199,10 @@ def read_json(path: str | os.PathLike, need: Iterable[str], made_by: str) -> dic
         raise UserError(f"{path} does not exist: compute it with `sharpminima {made_by}`")
     require_file(path)
     fix = f"pass the JSON that `sharpminima {made_by}` writes"
+    size = Path(path).stat().st_size
+    if size > JSON_BYTES:
+        raise UserError(f"{path} is {size / 2**20:.0f} MiB, more than a result's JSON can be "
+                        f"({JSON_BYTES >> 20} MiB): {fix}")  # fmt: skip
     data = Path(path).read_bytes()
     if data.startswith(b"\x89HDF"):
         raise UserError(f"{path} is an HDF5 file, not a JSON result: {fix}")
@@ -164,6 +212,8 @@ def read_json(path: str | os.PathLike, need: Iterable[str], made_by: str) -> dic
         value = json.loads(data)
     except ValueError as e:  # bad JSON, bad UTF-8
         raise UserError(f"{path} is not JSON ({e}): {fix} (or compute it again)") from None
+    except RecursionError:
+        raise UserError(f"{path} nests deeper than Python's parser goes: {fix}") from None
     if not isinstance(value, dict):
         raise UserError(f"{path} holds a JSON {type(value).__name__}, not an object: {fix}")
     missing = [k for k in need if k not in value]
@@ -177,15 +227,49 @@ DAMAGED = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
 
 def read_array(group: h5py.Group, key: str) -> np.ndarray:
-    """`group[key]` read whole, refused (ValueError) where a damaged header made it something
-    else: not an array, or an array of more bytes than the file holds (which would otherwise
-    ask for terabytes of memory)."""
+    """`group[key]` read whole, refused where a damaged header made it something else (not an
+    array, or an uncompressed array of more bytes than the file holds: ValueError), where it
+    needs an HDF5 filter this installation lacks, or where it declares more bytes than this
+    machine has memory (a compressed array, or a sparse file, can declare terabytes in a small
+    file): UserError, before anything is allocated."""
     obj = group[key]
     if not isinstance(obj, h5py.Dataset):
         raise ValueError(f"{key} is not an array")
-    if obj.size * obj.dtype.itemsize > obj.file.id.get_filesize():
+    nbytes = obj.size * obj.dtype.itemsize
+    dcpl = obj.id.get_create_plist()
+    filters = [dcpl.get_filter(i) for i in range(dcpl.get_nfilters())]
+    if not filters and nbytes > obj.file.id.get_filesize():
         raise ValueError(f"{key} claims {obj.shape} {obj.dtype}, more than the file holds")
+    for code, _, _, name in filters:
+        if not h5py.h5z.filter_avail(code):
+            raise UserError(
+                f"{obj.file.filename}: {key} is compressed with the HDF5 filter "
+                f"{name.decode(errors='replace')!r} ({code}), which this installation cannot "
+                "decode: rewrite the file without it (h5repack -f NONE IN OUT)"
+            )
+    if nbytes > 1 << 26 and nbytes > available_memory():  # /proc/meminfo only past 64 MiB
+        raise UserError(
+            f"{obj.file.filename}: {key} declares {obj.shape} {obj.dtype}, {nbytes / 2**30:.3g} "
+            f"GiB, more than this machine's available memory ({available_memory() / 2**30:.3g} "
+            "GiB): use a machine with more memory, or check the file"
+        )
     return obj[()]
+
+
+def available_memory() -> int:
+    """Bytes this process could still allocate: Linux's MemAvailable (and the cgroup's limit,
+    where lower); elsewhere, physical memory."""
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limit = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError):
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if text != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            limit = min(limit, int(text) - used)
+    return limit
 
 
 def open_point_cache(
@@ -223,6 +307,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     when possible, and so are the folders made for it, if still empty.
     """
     dest = Path(path)
+    refuse_special(dest)
+    refuse_over_input(dest)
     created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname()
@@ -230,6 +316,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = dest.with_name(f".{dest.name}.tmp-{host}-{os.getpid()}")
     try:
         yield tmp
+        refuse_over_input(dest)  # the command may have read more since it began
         os.replace(tmp, dest)
         created = []
     finally:
@@ -257,27 +344,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
-
-
-def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
-    """Refuse, before any work, an output that could not be written: an existing folder where a
-    file belongs (or the reverse), or a location where no file can be created (read-only,
-    no permission). Probed by creating and removing a file, since `os.access` says yes to root
-    on a read-only mount."""
-    dest = Path(path)
-    if dest.is_dir() and not folder:
-        raise UserError(f"output {dest} is an existing folder: give a file path instead")
-    if dest.exists() and folder and not dest.is_dir():
-        raise UserError(f"output folder {dest} is an existing file: give a folder instead")
-    base = dest if folder else dest.parent
-    while not base.exists():
-        base = base.parent
-    try:
-        probe = base / f".{dest.name}.probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise UserError(
-            f"cannot write {dest}: {base} is not writable ({e.strerror}): choose another output "
-            "or make it writable"
-        ) from None

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import unicodedata
 from collections.abc import Hashable, Iterable
 
 
@@ -43,3 +44,16 @@ def refuse_duplicates(items: Iterable[tuple[Hashable, object]], what: str) -> No
             name = " ".join(map(str, key)) if isinstance(key, tuple) else str(key)[:12]
             raise UserError(f"{seen[key]} and {path} are the same {what} ({name}): pass each once")
         seen[key] = path
+
+
+def require_text(value: str, what: str) -> None:
+    """Refuse a string that cannot be stored and printed as given: a byte that is not UTF-8
+    (Python holds it as a lone surrogate, which HDF5 and JSON cannot write, after the work) or
+    a control character other than tab (a newline splits the one-line error and every table
+    it reaches; an escape sequence rewrites the terminal)."""
+    shown = ascii(value)  # printable whatever it holds
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        raise UserError(f"{what} {shown} holds a byte that is not UTF-8: rename it in UTF-8")
+    bad = next((c for c in value if unicodedata.category(c) == "Cc" and c != "\t"), None)
+    if bad is not None:
+        raise UserError(f"{what} {shown} holds the control character {bad!r}: remove it")

@@ -25,7 +25,11 @@ from .models import build
 from .runtime import device_name, pick_device, versions
 
 FORMAT = "sharpminima-run"
-FORMAT_VERSION = 2  # 2: the digests cover each array's dtype and shape; all are required
+# 3: the settings that are dicts or lists are named in `json_attrs`, so every other string
+# comes back as given (format 2 parsed any string starting with { or [ as JSON: a label "[x"
+# trained every epoch and then could not be written); 2: the digests cover each array's dtype
+# and shape, and all are required.
+FORMAT_VERSION = 3
 StateDict = Mapping[str, torch.Tensor]
 
 
@@ -44,7 +48,18 @@ def _digest(arrays: Iterable[tuple[str, np.ndarray]], version: int = FORMAT_VERS
 
 def _attrs_digest(attrs: h5py.AttributeManager) -> str:
     """SHA-256 of the run's attributes (its settings), decoded, as sorted JSON."""
-    return json_sha256({k: _decode(v) for k, v in attrs.items() if k != "attrs_sha256"})
+    return json_sha256({k: v for k, v in _settings(attrs).items() if k != "attrs_sha256"})
+
+
+def _settings(attrs: h5py.AttributeManager) -> dict[str, object]:
+    """The root attributes as written: the values named in `json_attrs` parsed, every other one
+    as stored. Formats 1 and 2 did not say which strings were JSON: there, as then, a string
+    starting with { or [ is parsed (their digests were taken so)."""
+    if _plain(attrs.get("format_version")) in (1, 2):
+        return {k: _legacy(_plain(v)) for k, v in attrs.items()}
+    listed = json.loads(_plain(attrs["json_attrs"])) if "json_attrs" in attrs else []
+    plain = {k: _plain(v) for k, v in attrs.items()}
+    return {k: json.loads(v) if k in listed else v for k, v in plain.items()}
 
 
 def _write_state(group: h5py.Group, state: StateDict) -> None:
@@ -67,8 +82,10 @@ def write_run(
     time is in memory however many epochs were kept."""
     with atomic_path(path) as tmp, open_h5(tmp, "w") as f:
         f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION)
+        listed = [key for key, value in attrs.items() if isinstance(value, (dict, list))]
         for key, value in attrs.items():
-            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+            f.attrs[key] = json.dumps(value) if key in listed else value
+        f.attrs["json_attrs"] = json.dumps(listed)
         _write_state(f.create_group("init"), init)
         group = f.create_group("iterates")
         for epoch, state in iterates:
@@ -96,11 +113,11 @@ class Run:
             with open_h5(self.path, "r") as f:
                 if f.attrs.get("format") != FORMAT:
                     raise UserError(f"{self.path} is not a {FORMAT} file: pass a training run")
-                self.version = _decode(f.attrs.get("format_version"))
-                if self.version not in (1, FORMAT_VERSION):
+                self.version = _plain(f.attrs.get("format_version"))
+                if self.version not in (1, 2, FORMAT_VERSION):
                     raise self._unreadable(f"format version {self.version}")
                 self._check(f.attrs, _attrs_digest(f.attrs), "attrs_sha256", "its settings")
-                self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
+                self.attrs = _settings(f.attrs)
                 self.epochs = sorted(int(k) for k in f["iterates"])
                 hist = f["history"]
                 columns = [(k, read_array(hist, k)) for k in json.loads(hist.attrs["columns"])]
@@ -129,7 +146,7 @@ class Run:
                 f"{what} carry no checksum: written by another program or an older "
                 "sharpminima, or damaged"
             )
-        if _decode(attrs[key]) != digest:
+        if _plain(attrs[key]) != digest:
             raise self._unreadable(f"{what} do not match their recorded checksum")
 
     def _group(self, which: str | int) -> str:
@@ -146,6 +163,11 @@ class Run:
         """The full model state (weights and BatchNorm buffers): 'init', 'final' or an epoch."""
         try:
             with open_h5(self.path, "r") as f:
+                if _plain(f.attrs.get("attrs_sha256")) != self.attrs["attrs_sha256"]:
+                    raise UserError(
+                        f"{self.path} was replaced by another run while being read: run the "
+                        "command again once its writer has finished"
+                    )
                 group = f[self._group(which)]
                 arrays = [(k, np.asarray(read_array(group, k))) for k in group]
                 digest = _digest(arrays, self.version)
@@ -213,13 +235,17 @@ def open_runs(paths: Iterable[str | Path]) -> list[Run]:
     return runs
 
 
-def _decode(value: object) -> object:
+def _plain(value: object) -> object:
     if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str) and value.startswith(("{", "[")):
-        return json.loads(value)
+        return value.decode()
     if isinstance(value, np.generic):
         return value.item()
+    return value
+
+
+def _legacy(value: object) -> object:
+    if isinstance(value, str) and value.startswith(("{", "[")):
+        return json.loads(value)
     return value
 
 

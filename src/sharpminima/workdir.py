@@ -24,7 +24,7 @@ def read_json(path: Path) -> object:
     """A JSON file's content, or None when it is missing or damaged."""
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):  # ValueError: bad JSON, and bad UTF-8
+    except (OSError, ValueError, RecursionError):  # bad JSON or UTF-8; nested past the parser
         return None
 
 

@@ -52,13 +52,25 @@ def cap_cores():
 cap_cores()
 
 
+def strict_validator(spec):
+    """The schema's validator, but an integer is a YAML integer: JSON Schema counts 2.0 as one,
+    and the job's `--option 2.0` then failed at job time, hours into a study.
+    """
+    base = jsonschema.validators.validator_for(spec)
+    checker = base.TYPE_CHECKER.redefine(
+        "integer",
+        lambda _, value: isinstance(value, int) and not isinstance(value, bool),
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
 def check_config(data, schema, where="", fill=True):
     """Fill the schema's defaults into `data` (if `fill`), or stop with one line naming the
     bad key: a jsonschema report is a page long and names the key only in its middle.
     """
     path = SCHEMAS / schema
     spec = yaml.safe_load(path.read_text())
-    errors = jsonschema.validators.validator_for(spec)(spec).iter_errors(data)
+    errors = strict_validator(spec)(spec).iter_errors(data)
     first = min(errors, key=lambda e: [str(k) for k in e.absolute_path], default=None)
     if first is not None:
         key = (
@@ -91,6 +103,46 @@ def check_finite(data, where=""):
         sys.exit(f"config: {where}: {data} is not a finite number: give one")
 
 
+class StrictYaml(yaml.SafeLoader):
+    """YAML as the config check reads it: a key given twice is refused (PyYAML keeps the last
+    silently), and so is an alias (*name): nine nested aliases make a file of a few lines a
+    config of 387 million values, which every walk over it (this check's too) takes for ever.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(
+                f"line {event.start_mark.line + 1}: the alias *{event.anchor} repeats a value: "
+                "write the value out instead"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.YAMLError(
+                    f"line {key_node.start_mark.line + 1}: the key {key!r} is given twice: "
+                    "keep one"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def check_config_files():
+    """Read each config file again, strictly (Snakemake has read it leniently)."""
+    files = workflow.overwrite_configfiles or [Path(workflow.basedir) / "config.yaml"]
+    for path in files:
+        try:
+            with open(path, "rb") as text:
+                yaml.load(text, Loader=StrictYaml)
+        except yaml.YAMLError as e:
+            sys.exit(f"config: {path}: {str(e).splitlines()[0]}")
+
+
+check_config_files()
 check_finite(config)
 
 

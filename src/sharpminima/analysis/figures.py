@@ -17,6 +17,7 @@ from scipy import stats  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
 from ..errors import UserError  # noqa: E402
+from ..guard import note_input  # noqa: E402
 from ..settings import setting  # noqa: E402
 
 
@@ -109,6 +110,7 @@ WRITERS = {"directions": "directions", "trajectory": "trajectory", "panel": "pan
 
 def _table(csv: str | Path, name: str, columns: list[str]) -> pd.DataFrame:
     """The CSV `name`.csv of the command that writes it, or one UserError saying what it is not."""
+    note_input(csv)
     try:
         d = pd.read_csv(csv)
     except (OSError, ValueError) as e:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from .. import workdir
 from ..errors import UserError
+from ..guard import writes
 from ..measures import adaptive, curvature
 from ..measures.sharpness import SharpnessConfig, sharpness
 from ..runtime import pick_device
@@ -48,7 +49,7 @@ def read_settings(text: str) -> dict[str, object]:
     """`--settings`: a JSON object, measure -> its settings (measures left out are not taken)."""
     try:
         raw = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise UserError(f"--settings is not JSON ({e}): give an object such as "
                         '\'{"phi": {"eps": 0.001}, "trace": {}}\'') from None  # fmt: skip
     if not isinstance(raw, dict) or not raw:
@@ -92,6 +93,7 @@ def _iterate(run: Run, epoch: int) -> str | int:
     return epoch if epoch in run.epochs else "final"
 
 
+@writes()
 def matched(
     sb_path: str | Path,
     lb_path: str | Path,

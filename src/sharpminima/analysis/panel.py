@@ -30,6 +30,7 @@ from scipy import stats
 
 from ..atomic import atomic_path, read_json
 from ..errors import UserError, refuse_duplicates
+from ..guard import note_input
 from ..measures.curvature import density
 from ..store import open_runs
 from .experiments import markdown, remedy
@@ -45,6 +46,7 @@ def _read(path: str | Path, made_by: str) -> dict:
 
 
 def _read_csv(path: str | Path) -> pd.DataFrame:
+    note_input(path)
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError) as e:

@@ -16,7 +16,7 @@ import os
 import sys
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import UserError, require_text
 from ..registry import STAGES
 from . import analysis, data, measures, train
 
@@ -77,14 +77,16 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
 RESUMES = {"train", "trajectory", "landscape", "surface", "matched"}  # keep finished work
 
 
-def _os_error(e: OSError, out: str | None, command: str) -> str:
+def _os_error(e: OSError, outputs: list[str], command: str) -> str:
     """One line for a failed read or write: what, where, and what to do."""
     what = os.strerror(e.errno) if e.errno else str(e)  # h5py's strerror is a page long
-    where = e.filename or out
+    where = e.filename or (outputs[0] if outputs else None)
     where = f" ({where})" if where else ""
     if e.errno == errno.ENOSPC:
         fix = "free space there and run the same command again"
         fix += ": finished work is resumed" if command in RESUMES else ""
+    elif e.errno in (errno.EACCES, errno.EPERM) and not _writes(e.filename, outputs):
+        fix = "make it readable (chmod u+r) or run as a user allowed to read it"
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "make it writable or choose another output"
     else:
@@ -92,11 +94,39 @@ def _os_error(e: OSError, out: str | None, command: str) -> str:
     return f"{what}{where}: {fix}"
 
 
-def _refuse_out_over_input(args: argparse.Namespace) -> None:
-    """`--out` naming one of the command's own input files (the same path, a symlink or a hard
-    link to it) is refused before any work: writing the result would replace its source."""
+# Files a command writes beside its --out, by suffix (measure: the table in Markdown too).
+BESIDE = {"measure": (".md",), "figure": (".png", ".pdf")}
+
+
+def _outputs(args: argparse.Namespace) -> list[str]:
+    """Every file the command writes: --out and the files beside it."""
     out = getattr(args, "out", None)
-    if not out or not os.path.isfile(out):
+    if not out:
+        return []
+    return [out, *(os.path.splitext(out)[0] + s for s in BESIDE.get(args.command, ()))]
+
+
+def _writes(name: str | None, outputs: list[str]) -> bool:
+    """Whether the file `name` is one the command writes: an output, its temporaries, lock
+    and work folder beside it, or anything inside an output folder (None: it cannot be told)."""
+    if name is None:
+        return True
+    name = os.path.abspath(name)
+    for out in map(os.path.abspath, outputs):
+        beside = os.path.dirname(name) == os.path.dirname(out)
+        if name.startswith((out + ".partial", out + os.sep)) or name == out:
+            return True
+        if beside and os.path.basename(name).startswith("." + os.path.basename(out)):
+            return True
+    return False
+
+
+def _refuse_out_over_input(args: argparse.Namespace, out: str) -> None:
+    """An output naming one of the command's own input files given on the command line (the
+    same path, a symlink or a hard link to it) is refused before any work: writing the result
+    would replace its source. Files found inside an input folder are refused when read
+    (`guard.note_input`), before anything replaces them."""
+    if not os.path.isfile(out):
         return
     inputs = {k: v for k, v in vars(args).items() if k != "out"}
     for key, value in inputs.items():
@@ -104,31 +134,50 @@ def _refuse_out_over_input(args: argparse.Namespace) -> None:
             if isinstance(given, (str, os.PathLike)) and os.path.isfile(given):
                 if os.path.samefile(given, out):
                     raise UserError(
-                        f"--out {out} is the same file as the input {key} ({given}): writing it "
-                        "would replace what the result is computed from; choose another --out"
+                        f"output {out} is the same file as the input {key} ({given}): writing "
+                        "it would replace what the result is computed from; choose another --out"
                     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Ctrl-C at any moment (building the options imports the stage's modules,
+    PyTorch among them) is one line saying what running it again does."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        command = argv[0] if argv and argv[0] in (*STAGES, "models") else ""
+        again = (
+            "run the same command again: it goes on from its last finished step"
+            if command in RESUMES
+            else "run the same command again (it starts over)"
+        )
+        name = f"sharpminima {command}".strip()
+        print(f"{name}: interrupted before it finished; {again}", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str]) -> int:
     args = parser(argv[0] if argv else None).parse_args(argv)
     _keep_freed_memory()
     try:
-        from ..atomic import check_writable
+        from .. import guard
 
-        if getattr(args, "out", None):
-            _refuse_out_over_input(args)
-            check_writable(args.out)
+        for arg in argv:
+            require_text(arg, "argument")
+        outputs = _outputs(args)
+        for out in outputs:
+            _refuse_out_over_input(args, out)
+            guard.check_output(out)
         if getattr(args, "out_dir", None):
-            check_writable(args.out_dir, folder=True)
-        args.func(args)
+            guard.check_output(args.out_dir, folder=True)
+            outputs.append(args.out_dir)
+        with guard.reading(), guard.sole_writers(outputs):
+            args.func(args)
     except (UserError, OSError) as e:  # OSError: a full disk, a read-only mount, …
-        out = getattr(args, "out", None) or getattr(args, "out_dir", None)
-        message = str(e) if isinstance(e, UserError) else _os_error(e, out, args.command)
+        outputs = [*_outputs(args), *filter(None, [getattr(args, "out_dir", None)])]
+        message = str(e) if isinstance(e, UserError) else _os_error(e, outputs, args.command)
         message = " ".join(message.split())  # one line, whatever a library put in the text
         print(f"sharpminima {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"sharpminima {args.command}: interrupted; run it again to resume", file=sys.stderr)
-        return 130
     return 0

@@ -22,6 +22,7 @@ import torch
 
 from ..atomic import DAMAGED, atomic_path, json_sha256, open_h5, read_array
 from ..errors import UserError, require_seed
+from ..guard import note_input
 
 FORMAT = "sharpminima-dataset"
 FORMAT_VERSION = 2  # 2: the digest covers dtypes, shapes and every attribute
@@ -35,6 +36,30 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 MNIST_FILES = tuple(MNIST_MD5)
+FASHION_MD5 = {  # the same names' contents in Fashion-MNIST (../shared/data/FashionMNIST/MD5SUMS)
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+
+IDX_BYTES = {  # the size of each, the same in both: headers of 16 or 8 bytes, images or labels
+    "train-images-idx3-ubyte": 16 + 60000 * 784,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 784,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+
+
+def known_idx(md5: str) -> str | None:
+    """What an intact IDX file of MNIST or Fashion-MNIST is, by the MD5 of its contents
+    ("Fashion-MNIST's t10k-labels-idx1-ubyte"), so that the other dataset's file, put where one
+    was expected, is named as such rather than called damaged."""
+    for dataset, table in (("MNIST", MNIST_MD5), ("Fashion-MNIST", FASHION_MD5)):
+        for name, digest in table.items():
+            if digest == md5:
+                return f"{dataset}'s {name}"
+    return None
 
 
 @dataclass
@@ -207,7 +232,15 @@ def load_dataset(path: str | Path) -> Dataset:
     scale = float(attrs["scale"])
 
     def inputs(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).to(torch.float32).mul_(scale)
+        """As training sees them (float32, scaled), checked there: finite float64 inputs can
+        overflow in float32, and a tiny scale can turn every input to 0."""
+        x = torch.from_numpy(a).to(torch.float32).mul_(scale)
+        if not torch.isfinite(x).all():
+            raise _fail(path, f"has inputs that overflow float32 once scaled by {scale:g} "
+                        f"(largest |x| {np.abs(a).max():.3g})")  # fmt: skip
+        if a.any() and not x.any():
+            raise _fail(path, f"has a scale {scale:g} that turns every input to 0 in float32")
+        return x
 
     return Dataset(
         name=str(_plain(attrs["name"])),
@@ -231,7 +264,10 @@ def _check_arrays(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> int
         raise _fail(path, f"has scale {scale!r}, not a finite positive number")
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if len(x) != len(y) or len(x) == 0 or y.ndim != 1:
+        if y.ndim != 1 or x.ndim < 2:
+            raise _fail(path, f"has {split} inputs of shape {x.shape} and labels of shape "
+                        f"{y.shape}: labels must be one number per input, (N,)")  # fmt: skip
+        if len(x) != len(y) or len(x) == 0:
             raise _fail(path, f"has {len(x)} {split} inputs but {len(y)} labels")
         if y.dtype.kind not in "iu":
             raise _fail(path, f"has {split} labels of type {y.dtype}, not integers")
@@ -306,6 +342,7 @@ def _sha256_file(path: Path) -> str:
 
 def _digest_file(path: Path, algorithm: str) -> str:
     h = hashlib.new(algorithm)
+    note_input(path)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -335,7 +372,18 @@ def prepare_mnist(root: str | Path, out: str | Path, download: bool = True) -> N
 
     for name, md5 in MNIST_MD5.items():  # before torchvision parses a damaged file
         path = raw / name
-        if path.is_file() and _digest_file(path, "md5") != md5:
+        if path.is_file() and path.stat().st_size != IDX_BYTES[name]:  # before reading it all
+            raise UserError(
+                f"MNIST file {path} is corrupted ({path.stat().st_size} bytes, not "
+                f"{IDX_BYTES[name]}): replace it with the original file, or delete it to download"
+            )
+        found = _digest_file(path, "md5") if path.is_file() else md5
+        if known_idx(found) and found != md5:
+            raise UserError(
+                f"MNIST file {path} is {known_idx(found)}, intact but of another dataset: put "
+                "MNIST's files there (or prepare that dataset from them)"
+            )
+        if found != md5:
             raise UserError(
                 f"MNIST file {path} is corrupted (truncated or altered: its MD5 is not the "
                 "official one): replace it with the original file, or delete it to download"
@@ -390,6 +438,8 @@ def prepare_cifar(name: str, root: str | Path, out: str | Path, download: bool =
     cls = getattr(torchvision.datasets, cls_name)
     root = Path(root)
     found = (root / folder).is_dir()
+    for path in (root / folder).iterdir() if found else ():
+        note_input(path)  # what torchvision reads: never an output
     try:
         # torchvision prints download progress on stdout; keep our stdout clean.
         with contextlib.redirect_stdout(io.StringIO()):

@@ -11,7 +11,6 @@ take unchanged (docs/formats.md says why this transform).
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import zlib
@@ -20,14 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .dataset import write_dataset
+from ..guard import note_input
+from .dataset import FASHION_MD5, IDX_BYTES, known_idx, write_dataset
 
-FILES = {  # uncompressed IDX file -> MD5 of its contents (../shared/data/FashionMNIST/MD5SUMS)
-    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
-    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
-    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
-}
+FILES = FASHION_MD5  # uncompressed IDX file -> MD5 of its contents
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
 SIZE = 28
 
@@ -58,21 +53,48 @@ def _found(folder: Path, name: str) -> Path | None:
 
 def _contents(path: Path) -> bytes:
     """The uncompressed bytes of an IDX file, checked against their MD5 before anything parses
-    them; a damaged gzip stream is named as such."""
+    them; a damaged gzip stream is named as such. The sizes are known, so neither the file nor
+    what it inflates to is read past them (a small .gz can inflate to any size)."""
     name = path.name.removesuffix(".gz")
+    note_input(path)
+    limit = IDX_BYTES[name]
     try:
+        if path.stat().st_size > limit + (1 << 20):
+            raise ValueError(f"{path.stat().st_size} bytes, more than the {limit} it holds")
         raw = path.read_bytes()
-        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
-    except (OSError, EOFError, zlib.error) as e:
+        data = _inflate(raw, limit) if path.suffix == ".gz" else raw
+    except PermissionError:
+        raise  # not damaged: the command line says to make it readable
+    except (OSError, EOFError, ValueError, zlib.error) as e:
         raise UserError(
             f"Fashion-MNIST file {path} is unreadable ({e}): replace it with the original "
             f"(Debian: apt-get install --reinstall dataset-fashion-mnist)"
         ) from None
-    if hashlib.md5(data).hexdigest() != FILES[name]:
+    found = hashlib.md5(data).hexdigest()
+    if found != FILES[name] and known_idx(found):
+        raise UserError(
+            f"Fashion-MNIST file {path} is {known_idx(found)}, intact but of another dataset: "
+            "put Fashion-MNIST's files there (or prepare that dataset from them)"
+        )
+    if found != FILES[name]:
         raise UserError(
             f"Fashion-MNIST file {path} is damaged (truncated or altered: the MD5 of its "
             f"contents is not {FILES[name]}): replace it with the original file"
         )
+    return data
+
+
+def _inflate(raw: bytes, limit: int) -> bytes:
+    """gzip.decompress, but refused past `limit` bytes before they are inflated."""
+    data, rest = b"", raw
+    while rest:
+        member = zlib.decompressobj(wbits=31)
+        data += member.decompress(rest, limit + 1 - len(data))
+        if len(data) > limit:
+            raise ValueError(f"it inflates past the {limit} bytes the file holds")
+        if not member.eof:
+            raise EOFError("the gzip stream is cut")
+        rest = member.unused_data
     return data
 
 

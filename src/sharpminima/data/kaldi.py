@@ -20,6 +20,7 @@ import kaldiio
 import numpy as np
 
 from ..errors import UserError
+from ..guard import note_input
 from .dataset import _sha256_file, stream_dataset
 from .frames import apply_cmvn, check_options, splice
 
@@ -89,6 +90,8 @@ def read_table(
     piped = runs_shell(target)
     if not piped and not Path(target).is_file():
         raise UserError(f"Kaldi table {target} does not exist: check the path (or data_root)")
+    if not piped:
+        note_input(target)
     try:
         if kind == "ark" and piped:
             with kaldiio.ReadHelper(f"ark:{target}") as reader:
@@ -115,9 +118,11 @@ def _read_scp(
             utt, _, value = line.strip().partition(" ")
             value = value.strip()
             _refuse_pipe(value, f"{path} line {n}", allow_pipes)
-            if not runs_shell(value) and kaldi_root:
-                m = SCP_VALUE.match(value)
-                value = str(Path(kaldi_root) / m["path"]) + m["rest"]
+            if not runs_shell(value):
+                if kaldi_root:
+                    m = SCP_VALUE.match(value)
+                    value = str(Path(kaldi_root) / m["path"]) + m["rest"]
+                note_input(SCP_VALUE.match(value)["path"])
             yield utt, kaldiio.load_mat(value)
 
 
@@ -154,6 +159,7 @@ def _speaker_stats(
 
 def _utt2spk(path: Path) -> dict[str, str]:
     """'utterance speaker' per line, as Kaldi writes it; blank lines are skipped."""
+    note_input(path)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..guard import note_input
 from .dataset import stream_dataset
 from .frames import apply_cmvn, check_options, cmvn_stats, splice
 
@@ -64,6 +65,7 @@ def phone_set(phones: int) -> tuple[list[str], dict[str, int | None]]:
 def read_audio(path: Path) -> np.ndarray:
     """16-bit mono samples of a NIST SPHERE file (TIMIT's .WAV), or of a RIFF WAV converted
     from one (sph2pipe -f wav)."""
+    note_input(path)
     with open(path, "rb") as f:
         head = f.read(1024)
         if head.startswith(b"RIFF"):
@@ -96,6 +98,7 @@ def read_audio(path: Path) -> np.ndarray:
 def read_phn(path: Path) -> list[tuple[int, int, str]]:
     """(first sample, end sample, phone) of a .PHN file."""
     segments = []
+    note_input(path)
     for n, line in enumerate(path.read_text().splitlines(), 1):
         parts = line.split()
         if not parts:

@@ -22,6 +22,7 @@ import torch
 
 from ..atomic import open_h5, open_point_cache
 from ..errors import UserError, require_finite
+from ..guard import writes
 from ..runtime import device_name, evaluate, pick_device, versions
 from ..settings import setting
 from ..store import Run
@@ -74,6 +75,7 @@ def _identity(cfg: LandscapeConfig, sb: Run, lb: Run) -> str:
     )
 
 
+@writes()
 def landscape(
     sb_path: str | Path,
     lb_path: str | Path,

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..atomic import atomic_path, open_h5, open_point_cache
 from ..errors import UserError
+from ..guard import writes
 from ..runtime import device_name, evaluate, pick_device, versions
 from ..settings import setting
 from ..store import Run
@@ -81,6 +82,7 @@ def _identity(run: Run, cfg: SurfaceConfig, part: int, parts: int) -> str:
     )  # fmt: skip
 
 
+@writes()
 def surface(
     run_path: str | Path,
     out: str | Path,

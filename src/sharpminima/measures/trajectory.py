@@ -15,6 +15,7 @@ import pandas as pd
 
 from .. import workdir
 from ..errors import UserError
+from ..guard import writes
 from ..runtime import pick_device
 from ..store import Run
 from .sharpness import SharpnessConfig, sharpness
@@ -35,6 +36,7 @@ def _iterate(run: Run, epoch: int) -> str | int:
     return epoch if epoch in run.epochs else "final"  # the last epoch need not be stored
 
 
+@writes()
 def trajectory(
     run_paths: Iterable[str | Path],
     bns: Iterable[str],

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from ..atomic import atomic_path
 from ..data.dataset import Dataset, load_dataset
-from ..errors import UserError, require_finite
+from ..errors import UserError, require_finite, require_text
+from ..guard import writes
 from ..models import build, check_fits
 from ..runtime import chunks, device_name, evaluate, pick_device, versions
 from ..settings import setting
@@ -401,6 +402,7 @@ def _load_checkpoint(work: Path, trainer: Trainer) -> dict | None:
     return ckpt
 
 
+@writes()
 def train(
     cfg: TrainConfig,
     dataset: str | Path,
@@ -417,6 +419,11 @@ def train(
     `bar` shows a progress bar over each epoch's batches (on stderr), besides the epoch lines.
     `warm` starts from another run's stored iterate (read in place) instead of the seed's x₀.
     """
+    for text, what in ((label, "label"), (str(dataset), "dataset path"), (str(out), "output")):
+        require_text(text, what)
+    if "|" in label:
+        raise UserError(f"label {label} holds |, which splits a Markdown table's cell: choose "
+                        "another label")  # fmt: skip
     out = Path(out)
     data = load_dataset(dataset)
     dev = pick_device(device)
