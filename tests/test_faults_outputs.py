@@ -300,7 +300,18 @@ def test_a_name_too_long_for_its_temporary_is_refused_before_any_work(tmp_path):
 # Ctrl-C at any moment (item 7)
 
 
-def test_ctrl_c_at_any_moment_is_one_line_and_the_rerun_resumes_exactly(mnist_like, tmp_path):
+@pytest.fixture
+def interruptible():
+    """Children that Ctrl-C reaches: a test run started in the background (nohup, &) has SIGINT
+    ignored, and its children inherit that; Python's own handler becomes the default at exec."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_at_any_moment_is_one_line_and_the_rerun_resumes_exactly(
+    mnist_like, tmp_path, interruptible
+):
     """SIGINT at moments drawn at random over a `train` (loading the modules, building the
     options, training, writing): exit 130 and one line saying the rerun goes on from the last
     finished step (or a finished run), never a traceback; the rerun then equals the run trained

@@ -166,9 +166,9 @@ def test_bad_config_stops_with_one_line(tmp_path, override, words):
 
 
 def test_modern_methods_are_planned_and_their_settings_checked(tmp_path):
-    def plan(overlay: str, check=True):
+    def plan(overlay: str, check=True, experiments="{modern: true}"):
         extra = tmp_path / "modern.yaml"
-        extra.write_text("experiments: {modern: true}\n" + overlay)
+        extra.write_text(f"experiments: {experiments}\n" + overlay)
         config = REPO / "config.yaml"
         return snakemake(tmp_path, "-n", "--configfile", config, extra, check=check)
 
@@ -176,16 +176,17 @@ def test_modern_methods_are_planned_and_their_settings_checked(tmp_path):
     assert job_counts(out)["train"] == 10 + 5 * (8 + 3)  # LB with 8 methods, SB with 3
     assert "runs/F1/SB_sam/seed4.h5" in out and "runs/F1/LB_sgdlinear/seed0.h5" in out
     assert "SB_ghost" not in out
-    for overlay, words in [
-        ("modern: {lb_only: [nope]}", "modern.lb_only: nope not among modern.methods"),
-        ("modern: {methods: {x: {sam: -1}}}", "modern.methods.x.sam: -1 is less than"),
+    both = "{modern: true, remedies: true}"
+    for overlay, words, experiments in [
+        ("modern: {lb_only: [nope]}", "modern.lb_only: nope not among modern.methods", None),
+        ("modern: {methods: {x: {sam: -1}}}", "modern.methods.x.sam: -1 is less than", None),
         (
-            "experiments: {modern: true, remedies: true}\n"
             "modern: {methods: {augment: {sam: 0.05}}, lb_only: []}",
             "augment named in both remedies.methods and modern.methods",
+            both,
         ),
     ]:
-        proc = plan(overlay + "\n", check=False)
+        proc = plan(overlay + "\n", False, experiments or "{modern: true}")
         lines = (proc.stdout + proc.stderr).strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1 and words in lines[0], lines
 
