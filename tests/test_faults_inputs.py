@@ -5,6 +5,7 @@ dataset's intact file, a compressed file, a shape)."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -12,8 +13,10 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
+from sharpminima import store
 from sharpminima.data import dataset
 from sharpminima.data.dataset import load_dataset, make_synthetic
 from sharpminima.errors import UserError
@@ -245,3 +248,72 @@ def test_labels_of_the_wrong_shape_name_the_shape(synthetic):
     rewrite(synthetic, lambda f: replace(f, "y_train", data=f["y_train"][()][:, None]))
     with pytest.raises(UserError, match=r"labels of shape \(30, 1\)"):
         load_dataset(synthetic)
+
+
+# Readers of crafted files (item 6)
+
+
+def craft_run(source: Path, path: Path, change) -> Path:
+    """A copy of run `source` changed by `change(f)`, with every digest made consistent again."""
+    shutil.copy(source, path)
+    with h5py.File(path, "r+") as f:
+        change(f)
+        for name in ["init", "final", *(f"iterates/{k}" for k in f["iterates"])]:
+            group = f[name]
+            group.attrs["sha256"] = store._digest([(k, group[k][()]) for k in group])
+        hist = f["history"]
+        columns = [(k, hist[k][()]) for k in json.loads(hist.attrs["columns"])]
+        hist.attrs["sha256"] = store._digest(columns)
+        f.attrs["attrs_sha256"] = store._attrs_digest(f.attrs)
+    return path
+
+
+def wider_weight(f: h5py.File) -> None:
+    key = next(iter(f["final"]))
+    x = f["final"][key][()]
+    del f["final"][key]
+    f["final"][key] = np.zeros((*x.shape[:-1], x.shape[-1] + 1), x.dtype)
+
+
+def empty_history(f: h5py.File) -> None:
+    for key in json.loads(f["history"].attrs["columns"]):
+        x = f["history"][key][()]
+        del f["history"][key]
+        f["history"][key] = x[:0]
+
+
+def text_history(f: h5py.File) -> None:
+    x = f["history"]["train_loss"][()]
+    del f["history"]["train_loss"]
+    f["history"]["train_loss"] = np.array([b"abc"] * len(x))
+
+
+CRAFTED = {
+    "a weight one column wider": (wider_weight, "does not fit network F1"),
+    "an unknown network": (lambda f: f.attrs.__setitem__("network", "F9"), "network 'F9'"),
+    "epochs 'abc'": (lambda f: f.attrs.__setitem__("epochs", "abc"), "has epochs 'abc'"),
+    "seed 2.5": (lambda f: f.attrs.__setitem__("seed", 2.5), "has seed 2.5"),
+    "no history rows": (empty_history, "no history of numbers per epoch"),
+    "a history column of text": (text_history, "no history of numbers per epoch"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+@pytest.mark.parametrize("command", ["sharpness", "tables"])
+def test_a_run_crafted_with_consistent_digests_is_one_line(trials, tmp_path, case, command):
+    """Digests vouch for bytes, not for sense: a crafted run whose digests agree reached
+    load_state_dict's traceback (a wider weight), a KeyError or IndexError in `tables` (an
+    unknown network, no history), or passed (epochs "abc"). One line each, nothing written;
+    `tables` reads no weight, so a wider one leaves its table right."""
+    change, words = CRAFTED[case]
+    run = craft_run(trials["SB"][0], tmp_path / "run.h5", change)
+    if command == "sharpness":
+        args = ["sharpness", run, "--iters", "1", "--out", tmp_path / "phi.json"]
+    else:
+        args = ["tables", "--runs", run, "--out-dir", tmp_path / "tables"]
+    proc = cli(*args, check=False)
+    if command == "tables" and change is wider_weight:  # Table 2 reads no weight: still right
+        assert proc.returncode == 0, proc.stderr
+        return
+    assert_one_line_error(proc, words, "train it again" if "network" not in case else "")
+    assert not (tmp_path / "phi.json").exists() and not (tmp_path / "tables").exists()

@@ -26,7 +26,8 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40)
 
 def write_minimal(path, attrs: dict) -> None:
     state = {"w": torch.arange(3.0)}
-    write_run(path, attrs, state, [], state, pd.DataFrame({"epoch": [0]}))
+    settings = {"network": "F1", "epochs": 0, "seed": 0, "batch_size": 1}
+    write_run(path, settings | attrs, state, [], state, pd.DataFrame({"epoch": [0]}))
 
 
 @settings(

@@ -21,7 +21,7 @@ from torch import nn
 from .atomic import DAMAGED, atomic_path, json_sha256, open_h5, read_array
 from .data.dataset import Dataset, load_dataset
 from .errors import UserError, refuse_duplicates
-from .models import build
+from .models import NETWORKS, build
 from .runtime import device_name, pick_device, versions
 
 FORMAT = "sharpminima-run"
@@ -131,6 +131,25 @@ class Run:
                         self._check(f["split"].attrs, _digest(split), "sha256", "its split")
         except DAMAGED as e:
             raise self._unreadable(e) from None
+        self._check_contents()
+
+    def _check_contents(self) -> None:
+        """What a consistent digest cannot vouch for (a file crafted, not damaged): a network
+        this package has, whole numbers where they count, a history with rows of numbers."""
+        network = self.attrs.get("network")
+        if network not in NETWORKS:
+            raise UserError(f"run file {self.path} names the network {network!r}, which is not "
+                            f"one of {', '.join(NETWORKS)}: pass a run of one of them")  # fmt: skip
+        for key in ("epochs", "seed", "batch_size"):
+            value = self.attrs.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserError(f"run file {self.path} has {key} {value!r}, not a whole number: "
+                                "train it again")  # fmt: skip
+        numeric = all(pd.api.types.is_numeric_dtype(t) for t in self.history.dtypes)
+        if self.history.empty or "epoch" not in self.history or not numeric:
+            raise UserError(f"run file {self.path} has no history of numbers per epoch (columns "
+                            f"{list(self.history.columns)[:6]}, {len(self.history)} rows): "
+                            "train it again")  # fmt: skip
 
     def _unreadable(self, problem: object) -> UserError:
         return UserError(
@@ -206,7 +225,13 @@ class Run:
     def model(self, which: str | int = "final") -> nn.Module:
         """A network of the run's architecture holding iterate `which`."""
         model = self.architecture()
-        model.load_state_dict(self.state(which))
+        try:
+            model.load_state_dict(self.state(which))
+        except RuntimeError as e:  # a crafted file: weights of another shape, or missing
+            problem = " ".join(str(e).split())[:300]
+            network = self.attrs["network"]
+            raise UserError(f"run file {self.path}: iterate {which} does not fit network "
+                            f"{network} ({problem}): train it again") from None  # fmt: skip
         return model
 
     def provenance(self, which: str | int, n: int, device: torch.device) -> dict:
