@@ -247,19 +247,24 @@ def read_array(group: h5py.Group, key: str) -> np.ndarray:
                 f"{name.decode(errors='replace')!r} ({code}), which this installation cannot "
                 "decode: rewrite the file without it (h5repack -f NONE IN OUT)"
             )
-    if nbytes > 1 << 26 and nbytes > available_memory():  # /proc/meminfo only past 64 MiB
+    have = available_memory() if nbytes > 1 << 26 else nbytes  # /proc/meminfo past 64 MiB
+    if nbytes > have:
         raise UserError(
             f"{obj.file.filename}: {key} declares {obj.shape} {obj.dtype}, {nbytes / 2**30:.3g} "
-            f"GiB, more than this machine's available memory ({available_memory() / 2**30:.3g} "
-            "GiB): use a machine with more memory, or check the file"
+            f"GiB, more than this machine's available memory ({have / 2**30:.3g} GiB): use a "
+            "machine with more memory, or check the file"
         )
     return obj[()]
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def available_memory() -> int:
     """Bytes this process could still allocate: Linux's MemAvailable (and the cgroup's limit,
     where lower); elsewhere, physical memory."""
-    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = physical_memory()
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):

@@ -160,22 +160,21 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str]) -> int:
     args = parser(argv[0] if argv else None).parse_args(argv)
     _keep_freed_memory()
+    files, folder = _outputs(args), getattr(args, "out_dir", None)
+    outputs = [*files, *filter(None, [folder])]
     try:
         from .. import guard
 
         for arg in argv:
             require_text(arg, "argument")
-        outputs = _outputs(args)
-        for out in outputs:
+        for out in files:
             _refuse_out_over_input(args, out)
             guard.check_output(out)
-        if getattr(args, "out_dir", None):
-            guard.check_output(args.out_dir, folder=True)
-            outputs.append(args.out_dir)
+        if folder:
+            guard.check_output(folder, folder=True)
         with guard.reading(), guard.sole_writers(outputs):
             args.func(args)
     except (UserError, OSError) as e:  # OSError: a full disk, a read-only mount, …
-        outputs = [*_outputs(args), *filter(None, [getattr(args, "out_dir", None)])]
         message = str(e) if isinstance(e, UserError) else _os_error(e, outputs, args.command)
         message = " ".join(message.split())  # one line, whatever a library put in the text
         print(f"sharpminima {args.command}: error: {message}", file=sys.stderr)

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import h5py
 import numpy as np
 import torch
 
-from ..atomic import DAMAGED, atomic_path, json_sha256, open_h5, read_array
+from ..atomic import DAMAGED, atomic_path, json_sha256, open_h5, physical_memory, read_array
 from ..errors import UserError, require_seed
 from ..guard import note_input
 
@@ -484,7 +483,7 @@ def make_synthetic(
         raise UserError(f"--noise is {noise}: give a spread from 0 to 1e6")
     require_seed(seed)
     need = 12 * (n_train + n_test) * math.prod(input_shape)  # float32 inputs, a draw, a copy
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    have = physical_memory()
     if need > have:
         raise UserError(
             f"a synthetic dataset of {n_train + n_test:,} examples of shape {input_shape} needs "
